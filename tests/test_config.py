@@ -1,0 +1,43 @@
+import pytest
+
+from wsss.config import load_config
+from wsss.errors import WsssError
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ncam:\n  epochs: 3\n")
+    cfg = load_config(path, ["cam.epochs=5", "cam.scales=[1.0, 2.0]", "cam.flip=false"])
+    assert cfg.cam.epochs == 5 and cfg.cam.scales == [1.0, 2.0] and cfg.cam.flip is False
+    assert cfg.name == "x"
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("cam:\n  epochz: 3\n")
+    with pytest.raises(WsssError, match=r"cam\.epochz: unknown key"):
+        load_config(path)
+
+
+def test_bad_value_is_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("cam:\n  epochs: many\n")
+    with pytest.raises(WsssError, match=r"cam\.epochs"):
+        load_config(path)
+    with pytest.raises(WsssError, match="output_stride"):
+        load_config(None, ["cam.output_stride=12"])
+    with pytest.raises(WsssError, match="KEY=VALUE"):
+        load_config(None, ["cam.epochs"])
+
+
+def test_missing_file():
+    with pytest.raises(WsssError, match="not found"):
+        load_config("/nonexistent/config.yaml")
+
+
+@pytest.mark.parametrize("name", ["demo", "msrc", "voc12"])
+def test_shipped_configs_validate(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.name

@@ -1,0 +1,111 @@
+"""A tiny run of the CAM stages on generated data, through the CLI, as a user would."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from wsss.cli import main
+
+
+def write_config(tmp_path, root, **cam):
+    config = {
+        "name": "tiny", "seed": 0, "device": "cpu",
+        "data": {"root": str(root)},
+        "backbone": {"name": "efficientnet_lite0", "pretrained": True},
+        "cam": {"output_stride": 16, "epochs": 6, "batch_size": 8, "lr": 0.01, "resize_long": [72, 96],
+                "crop_size": 80, "scales": [1.0, 1.5], "flip": True, "eval_splits": ["train"], **cam},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_make_eval_cam(tmp_path, tiny_dataset, capsys):
+    config = write_config(tmp_path, tiny_dataset)
+    run_dir = tmp_path / "run"
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["train-cam", *common]) == 0
+    model = run_dir / "cam" / "model.pt"
+    assert model.exists() and (run_dir / "config.yaml").exists() and (run_dir / "run_info.json").exists()
+    log = [json.loads(line) for line in (run_dir / "cam" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 * 6  # 32 images / batch 8 * 6 epochs
+    assert log[-1]["loss"] < log[0]["loss"]
+
+    assert main(["make-cam", *common, "--split", "train"]) == 0
+    cams = sorted((run_dir / "cams" / "train").glob("*.npz"))
+    assert len(cams) == 32
+    data = np.load(cams[0])
+    assert data["cams"].dtype == np.float16 and data["cams"].shape[1:] == (80, 80)
+
+    assert main(["eval-cam", *common, "--split", "train"]) == 0
+    result = json.loads((run_dir / "eval" / "cam_train.json").read_text())
+    # CAMs must clearly beat predicting background everywhere
+    from wsss.data.voc import VocDataset
+    from wsss.metrics import confusion_matrix, mean_iou
+
+    voc = VocDataset(tiny_dataset, "train")
+    conf = sum(confusion_matrix(np.zeros_like(m), m, voc.num_classes) for m in (voc.load_mask(i) for i in range(len(voc))))
+    baseline = 100 * mean_iou(conf)
+    assert result["miou"] > baseline + 8, (result["miou"], baseline)
+    assert len(result["sweep"]) == 19 and set(result["per_class_iou"]) >= {"background", "disc"}
+    out = capsys.readouterr().out
+    assert "mIoU" in out
+
+    # finished work is skipped: nothing is rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in [model, *cams]}
+    assert main(["train-cam", *common]) == 0
+    assert main(["make-cam", *common, "--split", "train"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+    # an existing checkpoint on another dataset root and split: CAMs for new tagged images
+    assert main(["make-cam", *common, "--data-root", str(tiny_dataset), "--split", "val",
+                 "--checkpoint", str(model), "--out-dir", str(tmp_path / "new_cams")]) == 0
+    assert len(list((tmp_path / "new_cams").glob("*.npz"))) == 8
+
+
+def test_make_cam_stops_on_corrupt_image_and_keeps_finished_work(tmp_path, tiny_dataset, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    config = write_config(tmp_path, root, epochs=1)
+    run_dir = tmp_path / "run"
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["train-cam", *common]) == 0
+    bad = root / "JPEGImages" / "train_0010.jpg"
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[:100])
+    assert main(["make-cam", *common, "--split", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "train_0010.jpg: cannot decode" in err and "Traceback" not in err
+    written = sorted((run_dir / "cams" / "train").glob("*.npz"))
+    assert len(written) == 10  # the ten before it, complete; no partial file
+    assert not list((run_dir / "cams" / "train").glob(".*tmp"))
+    stamps = {p: p.stat().st_mtime_ns for p in written}
+    bad.write_bytes(good_bytes)
+    assert main(["make-cam", *common, "--split", "train"]) == 0
+    assert len(list((run_dir / "cams" / "train").glob("*.npz"))) == 32
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_unwritable_run_dir_is_a_clear_error(tmp_path, tiny_dataset, capsys):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        run_dir = blocker / "run"  # a path under a regular file can never be created
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        run_dir = locked / "run"
+    config = write_config(tmp_path, tiny_dataset)
+    assert main(["train-cam", "--config", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(run_dir) in err and "writable" in err
+
+
+def test_bad_config_key_is_a_clear_error(tmp_path, tiny_dataset, capsys):
+    config = write_config(tmp_path, tiny_dataset)
+    assert main(["train-cam", "--config", str(config), "--set", "cam.epoch=2", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "cam.epoch: unknown key" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""Class activation maps (Zhou et al. 2016) as used by AffinityNet (Ahn & Kwak 2018, Sec. 3.1).
+
+CAM of class c: M_c(x, y) = w_c^T f(x, y), the classifier's weights applied at every position
+of the last feature map instead of after global average pooling. Inference follows PSA:
+ReLU, upsample, sum over scales and horizontal flips, keep only the image's labels, and
+normalise each class map by its maximum.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def cam_from_features(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) features, (C, D) or (C, D, 1, 1) classifier weights -> (B, C, h, w) ReLU'd CAMs."""
+    return F.relu(F.conv2d(features, weight.reshape(weight.shape[0], -1, 1, 1)))
+
+
+@torch.no_grad()
+def multiscale_cam(cam_fn, image: torch.Tensor, scales: Sequence[float], flip: bool = True) -> torch.Tensor:
+    """Sum of CAMs over scales (and flips), at the input resolution.
+
+    Args:
+        cam_fn: maps a (B, 3, h, w) image batch to (B, C, h', w') non-negative CAMs.
+        image: (3, H, W) float RGB 0..255.
+        scales: resize factors, e.g. (0.5, 1.0, 1.5, 2.0).
+        flip: also run the horizontally flipped image and flip its CAM back.
+    Returns:
+        (C, H, W) float32 summed CAM (not normalised).
+    """
+    _, height, width = image.shape
+    total = None
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False) if scale != 1 else image[None]
+        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
+        cams = cam_fn(batch)
+        cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)
+        summed = cams[0] + cams[1].flip(-1) if flip else cams[0]
+        total = summed if total is None else total + summed
+    return total.float()
+
+
+def normalize_cam(cam: torch.Tensor, label: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Keep the labelled classes and scale each map to a maximum of 1.
+
+    Args:
+        cam: (C, H, W) non-negative CAMs over the foreground classes.
+        label: (C,) multi-hot image-level label.
+    Returns:
+        ((K, H, W) normalised maps of the K labelled classes, (K,) their foreground indices 0..C-1).
+    """
+    keys = np.flatnonzero(np.asarray(label) > 0.5)
+    maps = cam[torch.as_tensor(keys, dtype=torch.long, device=cam.device)]
+    peak = maps.flatten(1).max(dim=1).values.clamp_min(1e-5)
+    return maps / peak[:, None, None], keys
+
+
+def cam_to_label(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """Segmentation from normalised CAMs with a constant background score.
+
+    Args:
+        cams: (K, H, W) normalised CAMs; keys: (K,) foreground indices (class = key + 1).
+        threshold: background score; a pixel is background unless some CAM exceeds it.
+    Returns:
+        (H, W) uint8 class map (0 = background).
+    """
+    if len(keys) == 0:
+        return np.zeros(cams.shape[1:], dtype=np.uint8)
+    best = cams.argmax(axis=0)
+    labels = (np.asarray(keys) + 1)[best]
+    return np.where(cams.max(axis=0) > threshold, labels, 0).astype(np.uint8)
+
+
+def background_score(cams: torch.Tensor | np.ndarray, alpha: float):
+    """AffinityNet Eq. (1): background score (1 - max_c M_c)^alpha, (K, H, W) -> (H, W)."""
+    if cams.shape[0] == 0:
+        return np.ones(cams.shape[1:], dtype=np.float32) if isinstance(cams, np.ndarray) else torch.ones(cams.shape[1:])
+    peak = cams.max(axis=0) if isinstance(cams, np.ndarray) else cams.max(dim=0).values
+    return (1 - peak) ** alpha

@@ -1,0 +1,143 @@
+"""The ``wsss`` command line: one sub-command per pipeline step, plus ``run`` for all of them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from .config import load_config
+from .errors import WsssError
+
+log = logging.getLogger("wsss")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (default: <run-dir>/config.yaml)")
+    parser.add_argument("--run-dir", type=Path, help="folder of this run's outputs (default: runs/<name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set cam.epochs=5 (repeatable)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False) -> None:
+    parser.add_argument("--split", help="split to process (default: from the config)")
+    parser.add_argument("--data-root", type=Path, help="another VOC-layout dataset root")
+    if with_checkpoint:
+        parser.add_argument("--checkpoint", type=Path, help="model file to use instead of the run's own")
+        parser.add_argument("--out-dir", type=Path, help="output folder (default: inside the run directory)")
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint (the default whenever one exists)")
+    parser.add_argument("--restart", action="store_true", help="discard this stage's checkpoint and start over")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation from image-level tags.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run every stage of the pipeline (skips finished work)")
+    _common(p)
+
+    p = sub.add_parser("train-cam", help="train the multi-label classifier that gives CAMs")
+    _common(p)
+    _train_args(p)
+
+    p = sub.add_parser("make-cam", help="compute multi-scale CAMs for a split")
+    _common(p)
+    _data_args(p, with_checkpoint=True)
+
+    p = sub.add_parser("eval-cam", help="score CAMs against masks (background threshold sweep)")
+    _common(p)
+    _data_args(p)
+    p.add_argument("--cams", type=Path, help="folder of CAM .npz files (default: the run's)")
+
+    p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--num-train", type=int, default=96)
+    p.add_argument("--num-val", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _context(args):
+    from .steps.common import RunContext
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config_path = args.config
+    if config_path is None and args.run_dir is not None and (args.run_dir / "config.yaml").exists():
+        config_path = args.run_dir / "config.yaml"
+    if config_path is None:
+        raise WsssError("no config: pass --config configs/<name>.yaml, or --run-dir of an existing run")
+    config = load_config(config_path, overrides)
+    run_dir = args.run_dir or Path("runs") / config.name
+    ctx = RunContext(run_dir, config, progress=not args.no_progress)
+    ctx.prepare()
+    return ctx
+
+
+def _dispatch(args) -> int:
+    if args.command == "make-demo-data":
+        from .data.demo import generate_demo_dataset
+
+        root = generate_demo_dataset(args.out, args.num_train, args.num_val, args.image_size, args.seed)
+        print(f"demo dataset written to {root}")
+        return 0
+
+    ctx = _context(args)
+    if getattr(args, "restart", False):
+        stage_dir = {"train-cam": ctx.run_dir / "cam"}.get(args.command)
+        if stage_dir is not None and stage_dir.exists():
+            shutil.rmtree(stage_dir)
+    if args.command == "run":
+        from .steps import pipeline
+
+        pipeline.run(ctx)
+    elif args.command == "train-cam":
+        from .steps import train_cam
+
+        if args.resume and not (ctx.run_dir / "cam" / "checkpoint.pt").exists():
+            log.warning("--resume: no checkpoint in %s, starting from scratch", ctx.run_dir / "cam")
+        path = train_cam.run(ctx)
+        print(f"classifier: {path}")
+    elif args.command == "make-cam":
+        from .steps import make_cam
+
+        split = args.split or ctx.config.data.train_split
+        out = make_cam.run(ctx, split, args.data_root, args.checkpoint, args.out_dir)
+        print(f"CAMs: {out}")
+    elif args.command == "eval-cam":
+        from .steps import eval_cam
+
+        eval_cam.run(ctx, args.split or ctx.config.data.train_split, args.data_root, args.cams)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="wsss: %(message)s")
+    try:
+        return _dispatch(args)
+    except WsssError as exc:
+        print(f"wsss: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wsss: interrupted; re-run the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

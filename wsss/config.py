@@ -1,0 +1,179 @@
+"""Typed configuration: one YAML file per pipeline, command-line overrides, validation.
+
+A config is a tree of pydantic models. Unknown keys and values of the wrong type are
+rejected with a message that names the dotted key (``cam.epochs``) and the problem.
+Overrides use the same dotted keys: ``--set cam.epochs=5 --set cam.scales=[1.0,2.0]``;
+the value is parsed as YAML, so numbers, lists and booleans need no quoting.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import WsssError
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DemoDataConfig(Section):
+    """Settings of the built-in generated dataset (used when ``data.demo`` is set)."""
+
+    num_train: int = Field(96, ge=4)
+    num_val: int = Field(32, ge=2)
+    image_size: int = Field(128, ge=32)
+    seed: int = 0
+
+
+class DataConfig(Section):
+    root: Path = Path("data/demo")
+    train_split: str = "train"
+    val_split: Optional[str] = "val"
+    # Where image-level labels come from: image_labels.json, cls_labels.npy (AffinityNet repo),
+    # derived from the masks, or "auto" (the first of json, npy that exists).
+    labels: Literal["auto", "json", "npy", "masks"] = "auto"
+    # When set, the demo generator writes the dataset to ``root`` if it is not there yet.
+    demo: Optional[DemoDataConfig] = None
+
+
+class BackboneConfig(Section):
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    # A user's own weights for the backbone (a state_dict, or a dict with "model"/"state_dict").
+    checkpoint: Optional[Path] = None
+
+
+class ThresholdSweep(Section):
+    start: float = Field(0.05, ge=0.0, le=1.0)
+    stop: float = Field(0.95, ge=0.0, le=1.0)
+    step: float = Field(0.05, gt=0.0, le=1.0)
+
+    def values(self) -> list[float]:
+        count = int(round((self.stop - self.start) / self.step)) + 1
+        return [round(self.start + i * self.step, 6) for i in range(max(count, 1))]
+
+
+class OptimConfig(Section):
+    """Shared optimisation settings (SGD with poly decay, new layers at a higher rate)."""
+
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    head_lr_mult: float = Field(10.0, gt=0)
+    poly_power: float = Field(0.9, ge=0)
+    freeze_bn: bool = False
+    # Train-time augmentation: random rescale of the long side, flip, colour jitter, crop.
+    resize_long: tuple[int, int] = (256, 448)
+    crop_size: int = Field(320, ge=16)
+    color_jitter: float = Field(0.3, ge=0, le=1)
+
+    @field_validator("resize_long")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] > value[1] or value[0] < 8:
+            raise ValueError("resize_long must be [low, high] with 8 <= low <= high")
+        return value
+
+
+class CamConfig(OptimConfig):
+    output_stride: Literal[8, 16, 32] = 16
+    scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    flip: bool = True
+    eval_splits: list[str] = Field(default_factory=lambda: ["train"])
+    thresholds: ThresholdSweep = Field(default_factory=ThresholdSweep)
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, value: list[float]) -> list[float]:
+        if not value or any(s <= 0 for s in value):
+            raise ValueError("scales must be a non-empty list of positive numbers")
+        return value
+
+
+class PipelineConfig(Section):
+    """The AffinityNet/PSA pipeline from tagged images to pseudo labels and a segmentation model."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    cam: CamConfig = Field(default_factory=CamConfig)
+
+    @model_validator(mode="after")
+    def _check_device(self) -> "PipelineConfig":
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        return self
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key; check the spelling against configs/*.yaml")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return f"{source}: invalid config\n  " + "\n  ".join(lines)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``tree`` with ``key.sub=value`` overrides applied (values parsed as YAML)."""
+    tree = copy.deepcopy(tree)
+    for item in overrides:
+        if "=" not in item:
+            raise WsssError(f"--set {item!r}: expected KEY=VALUE, e.g. --set cam.epochs=5")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise WsssError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise WsssError(f"--set {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise WsssError(f"{path}: config file not found; see configs/ for examples") from None
+        except yaml.YAMLError as exc:
+            raise WsssError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(tree, dict):
+            raise WsssError(f"{path}: a config must be a mapping of sections")
+    tree = apply_overrides(tree, overrides or [])
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise WsssError(_format_validation_error(exc, source)) from None
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML (paths as strings, tuples as lists)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

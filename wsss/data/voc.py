@@ -1,0 +1,229 @@
+"""PASCAL VOC-layout datasets with image-level labels.
+
+Layout (``root`` is e.g. ``VOCdevkit/VOC2012``)::
+
+    JPEGImages/<id>.jpg
+    SegmentationClassAug/<id>.png or SegmentationClass/<id>.png   (optional per split)
+    ImageSets/Segmentation/<split>.txt
+    class_names.txt            (optional; default: background + the 20 VOC classes)
+    image_labels.json          ({id: [class names]}), or cls_labels.npy (AffinityNet repo)
+
+Image-level labels are multi-hot vectors over the foreground classes (background excluded),
+so label index ``k`` is class ``k + 1`` of ``class_names``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import WsssError
+from ..io import IGNORE_INDEX, load_mask, load_rgb
+
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+def read_class_names(root: Path) -> list[str]:
+    """Class names from ``class_names.txt`` (index = label, background first), else VOC's 21."""
+    path = root / "class_names.txt"
+    if not path.exists():
+        return list(VOC_CLASSES)
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) < 2:
+        raise WsssError(f"{path}: needs background plus at least one class, one name per line")
+    if len(set(names)) != len(names):
+        raise WsssError(f"{path}: class names must be unique")
+    return names
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """Image ids listed in ``ImageSets/Segmentation/<split>.txt`` (first column of each line)."""
+    path = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not path.exists():
+        raise WsssError(f"{path}: split file not found; list one image id per line there")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise WsssError(f"{path}: split lists no images")
+    return ids
+
+
+def find_mask_dir(root: Path) -> Optional[Path]:
+    """``SegmentationClassAug`` if present (the VOC train_aug masks), else ``SegmentationClass``."""
+    for name in ("SegmentationClassAug", "SegmentationClass"):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def _labels_from_json(path: Path, ids: list[str], class_names: list[str]) -> np.ndarray:
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WsssError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(table, dict):
+        raise WsssError(f"{path}: expected a mapping of image id to a list of class names")
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.zeros((len(ids), len(class_names) - 1), dtype=np.float32)
+    for row, image_id in enumerate(ids):
+        if image_id not in table:
+            raise WsssError(f"{path}: no labels for image {image_id!r}; add it (an empty list means background only)")
+        names = table[image_id]
+        if not isinstance(names, list):
+            raise WsssError(f"{path}: labels of {image_id!r} must be a list of class names")
+        for name in names:
+            if name not in index or index[name] == 0:
+                raise WsssError(
+                    f"{path}: image {image_id!r} has unknown class name {name!r}; "
+                    f"known classes: {', '.join(class_names[1:])}"
+                )
+            labels[row, index[name] - 1] = 1.0
+    return labels
+
+
+def _labels_from_npy(path: Path, ids: list[str], num_fg: int) -> np.ndarray:
+    """AffinityNet's ``cls_labels.npy``: a pickled dict id -> multi-hot vector (20 VOC classes).
+
+    PSA keys it by the id string ("2007_000032"), IRN by the id as an integer (2007000032).
+    """
+    try:
+        table = np.load(path, allow_pickle=True).item()
+    except Exception as exc:  # numpy raises several types for a damaged pickle
+        raise WsssError(f"{path}: cannot read cls_labels.npy ({exc})") from None
+    labels = np.zeros((len(ids), num_fg), dtype=np.float32)
+    for row, image_id in enumerate(ids):
+        vector = table.get(image_id)
+        if vector is None:
+            digits = image_id.replace("_", "")
+            vector = table.get(int(digits)) if digits.isdigit() else None
+        if vector is None:
+            raise WsssError(f"{path}: no labels for image {image_id!r}")
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != num_fg:
+            raise WsssError(f"{path}: label vector of {image_id!r} has {vector.shape[0]} entries, expected {num_fg}")
+        labels[row] = vector
+    return labels
+
+
+class VocDataset:
+    """Images, optional masks and image-level labels of one split of a VOC-layout dataset.
+
+    ``dataset[i]`` returns a dict with ``id``, ``image`` (H, W, 3) uint8 RGB, ``label``
+    (num_fg,) float32 multi-hot and ``mask`` (H, W) uint8 or None.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        labels: str = "auto",
+        require_masks: bool = False,
+        class_names: Optional[list[str]] = None,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise WsssError(f"{self.root}: dataset root not found; point data.root (or --data-root) at a VOC-layout folder")
+        self.split = split
+        self.class_names = class_names or read_class_names(self.root)
+        self.ids = read_split(self.root, split)
+        self.image_dir = self.root / "JPEGImages"
+        self.mask_dir = find_mask_dir(self.root)
+        self.has_masks = self.mask_dir is not None and all((self.mask_dir / f"{i}.png").exists() for i in self.ids)
+        if require_masks and not self.has_masks:
+            missing = self._first_missing_mask()
+            raise WsssError(f"{missing}: mask not found; split {split!r} needs masks for this stage")
+        self.labels = self._read_labels(labels)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _first_missing_mask(self) -> Path:
+        base = self.mask_dir or (self.root / "SegmentationClass")
+        for image_id in self.ids:
+            if not (base / f"{image_id}.png").exists():
+                return base / f"{image_id}.png"
+        return base
+
+    def _read_labels(self, source: str) -> np.ndarray:
+        json_path, npy_path = self.root / "image_labels.json", self.root / "cls_labels.npy"
+        if source == "auto":
+            source = "json" if json_path.exists() else "npy" if npy_path.exists() else "masks" if self.has_masks else ""
+            if not source:
+                raise WsssError(
+                    f"{self.root}: no image-level labels found; add image_labels.json ({{id: [class names]}}) "
+                    "or cls_labels.npy"
+                )
+        if source == "json":
+            if not json_path.exists():
+                raise WsssError(f"{json_path}: not found; write {{id: [class names]}} or choose data.labels")
+            return _labels_from_json(json_path, self.ids, self.class_names)
+        if source == "npy":
+            if not npy_path.exists():
+                raise WsssError(f"{npy_path}: not found; choose another data.labels source")
+            return _labels_from_npy(npy_path, self.ids, self.num_classes - 1)
+        if source == "masks":
+            if not self.has_masks:
+                raise WsssError(f"{self._first_missing_mask()}: labels from masks need a mask for every image")
+            return np.stack([self.labels_from_mask(self.load_mask(i)) for i in range(len(self))])
+        raise WsssError(f"data.labels: unknown source {source!r}; use auto, json, npy or masks")
+
+    def labels_from_mask(self, mask: np.ndarray) -> np.ndarray:
+        """(num_fg,) multi-hot vector of the classes present in an (H, W) mask."""
+        present = np.unique(mask)
+        present = present[(present > 0) & (present != IGNORE_INDEX) & (present < self.num_classes)]
+        vector = np.zeros(self.num_classes - 1, dtype=np.float32)
+        vector[present - 1] = 1.0
+        return vector
+
+    def image_path(self, index: int) -> Path:
+        image_id = self.ids[index]
+        for suffix in IMAGE_SUFFIXES:
+            path = self.image_dir / f"{image_id}{suffix}"
+            if path.exists():
+                return path
+        return self.image_dir / f"{image_id}.jpg"
+
+    def mask_path(self, index: int) -> Optional[Path]:
+        if self.mask_dir is None:
+            return None
+        path = self.mask_dir / f"{self.ids[index]}.png"
+        return path if path.exists() else None
+
+    def load_image(self, index: int) -> np.ndarray:
+        return load_rgb(self.image_path(index))
+
+    def load_mask(self, index: int, expected_size: Optional[tuple[int, int]] = None) -> Optional[np.ndarray]:
+        """The (H, W) uint8 mask, checked against the image size when ``expected_size`` is given."""
+        path = self.mask_path(index)
+        if path is None:
+            return None
+        mask = load_mask(path)
+        if expected_size is not None and mask.shape != tuple(expected_size):
+            raise WsssError(
+                f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{expected_size[1]}x{expected_size[0]}; masks must match their images pixel for pixel"
+            )
+        return mask
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.load_image(index)
+        return {
+            "id": self.ids[index],
+            "index": index,
+            "image": image,
+            "mask": self.load_mask(index, image.shape[:2]),
+            "label": self.labels[index],
+        }

@@ -1,0 +1,276 @@
+"""The one training loop every stage uses (CAM classifier, AffinityNet, segmentation, SSNet).
+
+What it does, the same for all of them:
+* SGD with momentum; pretrained weights at the base rate, new layers at ``head_lr_mult`` x
+  (PSA and DeepLab both train new layers 10x faster); poly decay
+  lr = base * (1 - step / total)^power, stepped per iteration.
+* Deterministic data order and augmentation from the seed: the order of epoch e is a
+  permutation drawn from (seed, e), the augmentation of sample i in epoch e from (seed, e, i),
+  so a resumed run sees exactly the batches an uninterrupted one would.
+* Checkpoints (model, optimiser, step) written atomically every ``checkpoint_every`` steps and
+  at each epoch's end; a re-run with the same command resumes from the last one.
+* A progress bar with loss, rate and ETA; one JSON line per step in ``train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from .config import OptimConfig
+from .errors import WsssError
+from .io import atomic_path
+
+log = logging.getLogger("wsss")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FINAL_NAME = "model.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise WsssError(f"device {name!r} asked for but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's global generators (model initialisation)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The augmentation generator of sample ``index`` in ``epoch``: independent of batch order."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled sample order of an epoch, a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, 7919]).permutation(num_samples).tolist()
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
+    """Poly schedule: base * (1 - step / total)^power."""
+    return base_lr * (1 - min(step, total_steps) / max(total_steps, 1)) ** power
+
+
+def set_bn_frozen(model: nn.Module) -> None:
+    """Keep BatchNorm statistics and affine parameters fixed (PSA freezes them: batches are small)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+def config_fingerprint(obj: Any) -> str:
+    """Short hash of a JSON-able object: ties a checkpoint to the settings that made it."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; a damaged file is a clear error."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise WsssError(f"{path}: checkpoint not found; train the stage first or pass --checkpoint") from None
+    except Exception as exc:
+        raise WsssError(f"{path}: cannot load checkpoint ({exc}); delete it and re-run") from None
+
+
+def load_model_weights(model: nn.Module, path: Path, kind: str) -> dict:
+    """Load a final ``model.pt`` of the given kind into ``model``; returns its metadata."""
+    payload = load_checkpoint(path)
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise WsssError(f"{path}: not a wsss model file")
+    if payload.get("kind") != kind:
+        raise WsssError(f"{path}: holds a {payload.get('kind')!r} model, but this stage needs a {kind!r} model")
+    try:
+        model.load_state_dict(payload["model"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise WsssError(f"{path}: weights do not fit this model ({first}); was it trained with another backbone or class list?") from None
+    return payload.get("meta", {})
+
+
+@dataclass
+class TrainJob:
+    """Everything one training stage hands to :func:`train`.
+
+    ``loss_fn(model, batch) -> (loss, {name: float})`` computes the loss of a collated batch
+    already on the device; ``dataset[i]`` must accept ``set_epoch`` (for augmentation seeds).
+    """
+
+    kind: str
+    model: nn.Module
+    param_groups: dict[str, list[nn.Parameter]]
+    dataset: Any
+    loss_fn: Callable[[nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+    optim: OptimConfig
+    out_dir: Path
+    device: torch.device
+    seed: int = 0
+    fingerprint: str = ""
+    meta: dict = field(default_factory=dict)
+    collate_fn: Optional[Callable] = None
+    num_workers: int = 0
+    checkpoint_every: int = 0  # steps; 0 = at epoch ends only
+    progress: bool = True
+    max_steps: Optional[int] = None  # stop early (tests, benchmarks); the schedule still spans all epochs
+
+
+def default_collate(samples: list[dict]) -> dict:
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], np.ndarray):
+            batch[key] = torch.from_numpy(np.stack(values))
+        else:
+            batch[key] = values
+    return batch
+
+
+class _EpochSlice(torch.utils.data.Sampler):
+    """Batches of one epoch in its seeded order, starting at batch ``start``."""
+
+    def __init__(self, batches: list[list[int]], start: int):
+        self.batches = batches[start:]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def train(job: TrainJob) -> Path:
+    """Run (or resume) a training job; returns the path of the final ``model.pt``."""
+    out_dir = Path(job.out_dir)
+    final_path = out_dir / FINAL_NAME
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    optim = job.optim
+    n = len(job.dataset)
+    batch_size = min(optim.batch_size, n)
+    # Drop the last partial batch: a batch of one breaks BatchNorm and skews the loss.
+    steps_per_epoch = n // batch_size
+    total_steps = steps_per_epoch * optim.epochs
+
+    model = job.model.to(job.device)
+    base = optim.lr
+    groups = [
+        {"params": [p for p in job.param_groups["pretrained"] if p.requires_grad], "lr_mult": 1.0},
+        {"params": [p for p in job.param_groups["new"] if p.requires_grad], "lr_mult": optim.head_lr_mult},
+    ]
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.SGD(
+        [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups],
+        lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay,
+    )
+
+    step = 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state.get("fingerprint") != job.fingerprint:
+            raise WsssError(
+                f"{ckpt_path}: checkpoint was made with other settings; delete {out_dir} "
+                "or restore the config it was trained with"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        log.info("resuming %s from step %d/%d", job.kind, step, total_steps)
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {
+            "kind": job.kind, "fingerprint": job.fingerprint, "step": step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        })
+
+    log_path = out_dir / "train_log.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if step == 0 and log_path.exists():
+        log_path.unlink()
+    stop_at = total_steps if job.max_steps is None else min(total_steps, job.max_steps)
+    bar = tqdm(total=stop_at, initial=min(step, stop_at), desc=f"train {job.kind}", unit="it",
+               disable=not job.progress, dynamic_ncols=True, mininterval=1.0)
+    collate = job.collate_fn or default_collate
+    with open(log_path, "a") as log_file:
+        while step < stop_at:
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = epoch_order(n, job.seed, epoch)
+            batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(steps_per_epoch)]
+            if hasattr(job.dataset, "set_epoch"):
+                job.dataset.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                job.dataset, batch_sampler=_EpochSlice(batches, offset), collate_fn=collate,
+                num_workers=job.num_workers, persistent_workers=False,
+            )
+            model.train()
+            if optim.freeze_bn:
+                set_bn_frozen(model)
+            tick = time.perf_counter()
+            for batch in loader:
+                lr = poly_lr(base, step, total_steps, optim.poly_power)
+                for group, spec in zip(optimizer.param_groups, groups):
+                    group["lr"] = lr * spec["lr_mult"]
+                batch = _to_device(batch, job.device)
+                loss, stats = job.loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    raise WsssError(f"{job.kind}: loss became {loss.item()} at step {step}; lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                now = time.perf_counter()
+                rate = batch_size / max(now - tick, 1e-9)
+                tick = now
+                record = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss.detach()), "images_per_s": rate, **stats}
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.1f}", refresh=False)
+                bar.update(1)
+                if job.checkpoint_every and step % job.checkpoint_every == 0:
+                    log_file.flush()
+                    checkpoint()
+                if step >= stop_at:
+                    break
+            log_file.flush()
+            checkpoint()
+    bar.close()
+    payload = {"kind": job.kind, "fingerprint": job.fingerprint, "model": model.state_dict(),
+               "meta": {**job.meta, "steps": step, "total_steps": total_steps}}
+    save_checkpoint(final_path, payload)
+    return final_path
+
+
+def read_train_log(out_dir: Path) -> list[dict]:
+    path = Path(out_dir) / "train_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,184 @@
+"""Reading images and masks with clear errors, and writing outputs atomically.
+
+Every writer here goes through :func:`atomic_path`: the data is written to a temporary
+file in the destination folder and renamed over the target, so a killed process never
+leaves a half-written file where a finished one belongs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import WsssError
+
+IGNORE_INDEX = 255
+
+
+def voc_palette(num_entries: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map: (num_entries, 3) uint8, index 255 is void (224, 224, 192)."""
+    palette = np.zeros((num_entries, 3), dtype=np.uint8)
+    for index in range(num_entries):
+        c, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+VOC_PALETTE = voc_palette()
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Load an image as (H, W, 3) uint8 RGB.
+
+    EXIF orientation is applied; grayscale, palette, 16-bit and RGBA images are converted
+    (transparent pixels are composited over white). Missing or undecodable files raise a
+    :class:`WsssError` naming the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # force full decode now: truncated JPEGs fail here, not later
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                arr = (255.0 * arr / max(arr.max(), 1.0)).astype(np.uint8)
+                img = Image.fromarray(arr, mode="L")
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise WsssError(f"{path}: image not found; check the dataset root and the split file that lists it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise WsssError(f"{path}: cannot decode image ({exc}); replace the file or remove its id from the split") from None
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Load a label mask as (H, W) uint8 class indices (255 = ignore).
+
+    Accepts palette ('P') and grayscale ('L') PNGs, the VOC convention.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise WsssError(
+                    f"{path}: mask has mode {img.mode}; expected a palette or grayscale PNG of class indices"
+                )
+            return np.asarray(img, dtype=np.int64).clip(0, 255).astype(np.uint8)
+    except FileNotFoundError:
+        raise WsssError(f"{path}: mask not found; provide it or use a split without masks") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise WsssError(f"{path}: cannot decode mask ({exc}); replace the file") from None
+
+
+def load_saliency_mask(path: str | os.PathLike) -> np.ndarray:
+    """Load a saliency mask as (H, W) float32 in {0, 1}: any non-zero pixel is salient."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return (np.asarray(img.convert("L")) > 0).astype(np.float32)
+    except FileNotFoundError:
+        raise WsssError(f"{path}: saliency mask not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise WsssError(f"{path}: cannot decode saliency mask ({exc}); replace the file") from None
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``.
+
+    On any exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WsssError(f"{target.parent}: cannot create output folder ({exc}); choose a writable location") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise WsssError(f"{target.parent}: output folder is not writable ({exc}); choose a writable location") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write an (H, W) class-index mask as a VOC-palette PNG, atomically."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(VOC_PALETTE.reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> None:
+    """Write an (H, W, 3) uint8 RGB (or (H, W) gray) image, format from the suffix, atomically."""
+    path = Path(path)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}.get(path.suffix.lower(), "PNG")
+    with atomic_path(path) as tmp:
+        kwargs = {"quality": quality} if fmt == "JPEG" else {}
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt, **kwargs)
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays as a compressed .npz, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read every array of an .npz into memory; a damaged file raises a WsssError naming it."""
+    try:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise WsssError(f"{path}: not found; run the stage that produces it first") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise WsssError(f"{path}: damaged file ({exc}); delete it and re-run the stage") from None
+
+
+def save_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON (indented, sorted keys kept as given), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the VOC colours of an (H, W) mask over an (H, W, 3) image; void and background stay visible."""
+    colours = VOC_PALETTE[mask].astype(np.float32)
+    blend = image.astype(np.float32)
+    painted = (mask > 0) & (mask != IGNORE_INDEX)
+    blend[painted] = (1 - alpha) * blend[painted] + alpha * colours[painted]
+    return blend.clip(0, 255).astype(np.uint8)

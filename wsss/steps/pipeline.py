@@ -1,0 +1,49 @@
+"""`wsss run`: every stage of the AffinityNet pipeline in order, over one run directory.
+
+Each stage skips work it finds complete, so re-running the same command after an
+interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from . import eval_cam, make_cam, train_cam
+from .common import RunContext
+
+log = logging.getLogger("wsss")
+
+
+def stage_table(summary: dict) -> str:
+    """A plain-text table of mIoU per stage and split from ``summary.json``."""
+    rows = [(key, value) for key, value in summary.items() if isinstance(value, dict) and "miou" in value]
+    if not rows:
+        return "(no scored stage yet)"
+    width = max(len(k) for k, _ in rows) + 2
+    lines = [f"{'stage/split':<{width}}{'mIoU':>8}  note", "-" * (width + 20)]
+    for key, value in rows:
+        note = f"bg threshold {value['best_threshold']:.2f}" if "best_threshold" in value else value.get("note", "")
+        lines.append(f"{key:<{width}}{value['miou']:>8.2f}  {note}")
+    return "\n".join(lines)
+
+
+def run(ctx: RunContext) -> dict:
+    cfg = ctx.config
+    timings = {}
+
+    def timed(name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - start, 2)
+        log.info("%s done in %.1f s", name, timings[name])
+        return result
+
+    timed("train-cam", train_cam.run, ctx)
+    for split in cfg.cam.eval_splits:
+        timed(f"make-cam/{split}", make_cam.run, ctx, split)
+        timed(f"eval-cam/{split}", eval_cam.run, ctx, split)
+    ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), **timings})
+    summary = ctx.summary()
+    print("\n" + stage_table(summary))
+    return summary

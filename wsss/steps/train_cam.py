@@ -1,0 +1,95 @@
+"""Step 1: train the multi-label classifier whose weights give the CAMs.
+
+Loss: multi-label soft margin (PSA's train_cls), on randomly rescaled, flipped, jittered crops.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.transforms import JointAugment
+from ..data.voc import VocDataset
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, sample_rng, seed_everything, train
+from ..models.backbone import build_backbone
+from ..models.classifier import CamNet
+from .common import RunContext
+
+log = logging.getLogger("wsss")
+
+
+class ClassificationSet(torch.utils.data.Dataset):
+    """Augmented crops with image-level labels: {'image': (3, S, S) float 0..255, 'label': (C,)}."""
+
+    def __init__(self, voc: VocDataset, augment: JointAugment, seed: int):
+        self.voc, self.augment, self.seed, self.epoch = voc, augment, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.voc)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.voc.load_image(index)
+        image, _, _ = self.augment(image, [], sample_rng(self.seed, self.epoch, index))
+        return {
+            "image": torch.from_numpy(image).permute(2, 0, 1).float(),
+            "label": torch.from_numpy(self.voc.labels[index]),
+        }
+
+
+def build_cam_net(ctx: RunContext, num_classes: int, pretrained: bool = True) -> CamNet:
+    cfg = ctx.config
+    backbone = build_backbone(cfg.backbone.name, cfg.cam.output_stride,
+                              pretrained=pretrained and cfg.backbone.pretrained, checkpoint=cfg.backbone.checkpoint)
+    return CamNet(backbone, num_classes)
+
+
+def multilabel_loss(model: CamNet, batch: dict):
+    """MultiLabelSoftMarginLoss over the foreground classes (PSA train_cls.py)."""
+    logits = model(batch["image"])
+    loss = F.multilabel_soft_margin_loss(logits, batch["label"])
+    return loss, {}
+
+
+def cam_fingerprint(ctx: RunContext, class_names: list[str]) -> str:
+    cfg = ctx.config
+    return config_fingerprint({
+        "cam": cfg.cam.model_dump(mode="json", exclude={"scales", "flip", "eval_splits", "thresholds"}),
+        "backbone": cfg.backbone.model_dump(mode="json"),
+        "classes": class_names, "split": cfg.data.train_split, "seed": cfg.seed,
+    })
+
+
+def model_path(ctx: RunContext) -> Path:
+    return ctx.run_dir / "cam" / FINAL_NAME
+
+
+def run(ctx: RunContext, max_steps: int | None = None) -> Path:
+    """Train (or resume, or skip when finished) the CAM classifier; returns model.pt's path."""
+    cfg = ctx.config
+    voc = ctx.dataset(cfg.data.train_split)
+    if not np.any(voc.labels):
+        from ..errors import WsssError
+        raise WsssError(f"{voc.root}: no image of split {voc.split!r} has a label; a classifier cannot learn from that")
+    fingerprint = cam_fingerprint(ctx, voc.class_names)
+    final = model_path(ctx)
+    if final.exists() and load_checkpoint(final).get("fingerprint") == fingerprint:
+        log.info("train-cam: %s is complete, skipping", final)
+        return final
+    seed_everything(cfg.seed)
+    model = build_cam_net(ctx, voc.num_classes - 1)
+    augment = JointAugment(cfg.cam.resize_long, cfg.cam.crop_size, cfg.cam.color_jitter)
+    job = TrainJob(
+        kind="cam", model=model, param_groups=model.param_groups(),
+        dataset=ClassificationSet(voc, augment, cfg.seed), loss_fn=multilabel_loss, optim=cfg.cam,
+        out_dir=ctx.run_dir / "cam", device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.cam.output_stride},
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,
+    )
+    return train(job)
