@@ -1,13 +1,19 @@
 """Time wsss.affinity.random_walk against the paper's dense random walk, and its peak memory.
 
-    .venv/bin/python benchmarks/bench_random_walk.py            # PSA's setting, ~20 s
+    .venv/bin/python benchmarks/bench_random_walk.py            # PSA's setting, ~30 s on 2 idle cores
     .venv/bin/python benchmarks/bench_random_walk.py --kernels  # also the propagation kernels tried
 
 Default grid: a 448 x 448 input at stride 8 (56 x 56), C = 21 classes, D = 448 features,
-radius 5, beta 8, 256 steps, float32. Times are medians over repeats (one warm-up call first).
-Peak memory is the maximum resident set size (ru_maxrss) of a fresh subprocess that imports
-torch, makes the inputs and makes one call; the table gives that peak and its increase over
-the resident set size just before the call. Prints Markdown tables.
+radius 5, beta 8, 256 steps, float32. Times are medians over repeats (one warm-up call first);
+the load average is printed because the numbers mean little on a busy machine: a second
+torch thread then waits for a core at every parallel region, which costs random_walk's many
+small operations far more than the dense walk's few large matrix products.
+Peak memory is the maximum resident set size of a fresh subprocess that imports torch, makes
+one small call (libraries and thread pools load lazily), makes the inputs and makes one call;
+the table gives that peak and its increase over the resident set size just before the call.
+The peak is read as VmHWM from /proc/self/status rather than getrusage's ru_maxrss: Linux
+carries ru_maxrss over an exec, so a child of this (large) process would report at least the
+parent's own peak. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,17 +46,26 @@ def make_inputs(size: int, classes: int, depth: int, seed: int = 0) -> tuple[tor
 
 
 def median_time(fn, repeats: int) -> float:
+    return median_times(fn, repeats)[0]
+
+
+def median_times(fn, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and median process CPU time (all threads) of ``fn()``, in seconds."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def peak_rss_mib(rusage_kib: int) -> float:
-    return rusage_kib / 1024  # Linux reports ru_maxrss in KiB
+def rss_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
 
 
 def measure_memory(method: str, args: argparse.Namespace, size: int) -> dict:
@@ -59,23 +73,20 @@ def measure_memory(method: str, args: argparse.Namespace, size: int) -> dict:
     command = [
         sys.executable, __file__, "--child", method, "--size", str(size), "--classes", str(args.classes),
         "--depth", str(args.depth), "--radius", str(args.radius), "--beta", str(args.beta),
-        "--steps", str(args.steps),
+        "--steps", str(args.steps), "--threads", str(torch.get_num_threads()),
     ]  # fmt: skip
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def current_rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
-
-
 def child(args: argparse.Namespace) -> None:
+    method = METHODS[args.child]
+    small_cam, small_features = make_inputs(8, args.classes, args.depth)
+    method(small_cam, small_features, radius=args.radius, beta=args.beta, steps=args.steps)  # lazy init
     cam, features = make_inputs(args.size, args.classes, args.depth)
-    before = current_rss_mib()
-    METHODS[args.child](cam, features, radius=args.radius, beta=args.beta, steps=args.steps)
-    peak = peak_rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    before = rss_mib("VmRSS")
+    method(cam, features, radius=args.radius, beta=args.beta, steps=args.steps)
+    peak = rss_mib("VmHWM")  # = ru_maxrss of this process image, see the module docstring
     print(json.dumps({"before_mib": before, "peak_mib": peak}))
 
 
@@ -88,7 +99,8 @@ def kernel_table(args: argparse.Namespace, cam: torch.Tensor, features: torch.Te
     n, r = h * w, args.radius
     with torch.no_grad():
         transition, conditioning = affinity._transition_matrix(features, r, args.beta)
-        chebyshev_degree = len(affinity._power_chebyshev_coefficients(args.steps, 1.19e-7 / conditioning)) - 1
+        tolerance = torch.finfo(features.dtype).eps / conditioning  # as random_walk chooses it
+        chebyshev_degree = len(affinity._power_chebyshev_coefficients(args.steps, tolerance)) - 1
         # Per-offset weight maps W[k, j] = A[j + o_k, j] / colsum[j] for the stencil incl. (0, 0).
         offsets = affinity.pair_offsets(r).tolist()
         stencil = sorted(offsets + [[0, 0]])
@@ -138,7 +150,8 @@ def kernel_table(args: argparse.Namespace, cam: torch.Tensor, features: torch.Te
         # All kernels compute one step v -> P v; check that before timing them.
         expected = (transition @ vectors).t()
         stencil_step()
-        torch.testing.assert_close(buffer.view(channels, h + 2 * pad, wp)[:, pad:-pad, pad:-pad].reshape(channels, n), expected)
+        interior = buffer.view(channels, h + 2 * pad, wp)[:, pad : pad + h, pad : pad + w]
+        torch.testing.assert_close(interior.reshape(channels, n), expected)
         torch.testing.assert_close((csr_int64 @ vectors).t(), expected)
         torch.testing.assert_close(unfold_step(), expected)
 
@@ -177,8 +190,11 @@ def main() -> None:
     parser.add_argument("--memory-size", type=int, default=128, help="grid side for the memory run (1024 px / 8)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--kernels", action="store_true", help="also time the propagation kernels tried")
+    parser.add_argument("--threads", type=int, help="torch threads (default: what torch gives)")
     parser.add_argument("--child", choices=sorted(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         child(args)
         return
@@ -191,19 +207,22 @@ def main() -> None:
         f"beta {args.beta:g}, {args.steps} steps, float32; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {load}\n"
     )
-    fast = median_time(lambda: affinity.random_walk(cam, features, **kwargs), args.repeats)
-    dense = median_time(lambda: affinity.random_walk_dense_paper(cam, features, **kwargs), args.dense_repeats)
+    fast, fast_cpu = median_times(lambda: affinity.random_walk(cam, features, **kwargs), args.repeats)
+    dense, dense_cpu = median_times(
+        lambda: affinity.random_walk_dense_paper(cam, features, **kwargs), args.dense_repeats
+    )
     difference = (affinity.random_walk(cam, features, **kwargs)
                   - affinity.random_walk_dense_paper(cam, features, **kwargs)).abs().max().item()  # fmt: skip
 
-    print("| method | grid | median time (ms) | speed-up |")
-    print("|---|---|---:|---:|")
-    print(f"| random_walk_dense_paper | {args.size}x{args.size} | {dense * 1e3:.1f} | 1.0x |")
-    print(f"| random_walk | {args.size}x{args.size} | {fast * 1e3:.1f} | {dense / fast:.1f}x |")
+    grid = f"{args.size}x{args.size}"
+    print("| method | grid | median time (ms) | speed-up | median CPU time, all threads (ms) |")
+    print("|---|---|---:|---:|---:|")
+    print(f"| random_walk_dense_paper | {grid} | {dense * 1e3:.1f} | 1.0x | {dense_cpu * 1e3:.1f} |")
+    print(f"| random_walk | {grid} | {fast * 1e3:.1f} | {dense / fast:.1f}x | {fast_cpu * 1e3:.1f} |")
     print(f"\nmax |random_walk - random_walk_dense_paper| = {difference:.2e} (outputs lie in [0, 1])\n")
 
     if not args.no_memory:
-        print("| method | grid | peak RSS (MiB) | increase during the call (MiB) |")
+        print("| method | grid | peak RSS of the process (MiB) | peak minus RSS before the call (MiB) |")
         print("|---|---|---:|---:|")
         runs = [("random_walk_dense_paper", args.size), ("random_walk", args.size), ("random_walk", args.memory_size)]
         for method, size in runs:

@@ -254,6 +254,16 @@ def test_random_walk_is_not_mass_preserving_but_matches_the_formula():
     torch.testing.assert_close(random_walk(constant, features, radius=3, steps=4), constant)
 
 
+def test_random_walk_skips_all_zero_maps_exactly():
+    cam, features = _inputs(4, 5, 7, 8, seed=8, dtype=torch.float64)
+    cam[1] = 0
+    cam[3] = 0
+    result = random_walk(cam, features, radius=3, steps=64)
+    assert torch.all(result[1] == 0) and torch.all(result[3] == 0)
+    torch.testing.assert_close(result, random_walk_dense(cam, features, radius=3, steps=64), rtol=1e-11, atol=1e-13)
+    assert torch.all(random_walk(torch.zeros_like(cam), features) == 0)
+
+
 def test_random_walk_dense_paper_matches_reference():
     cam, features = _inputs(3, 5, 8, 9, seed=5, dtype=torch.float64)
     for steps in (1, 2, 256):
@@ -265,6 +275,17 @@ def test_random_walk_dense_paper_matches_reference():
         )
     with pytest.raises(ValueError, match="power of two"):
         random_walk_dense_paper(cam, features, steps=100)
+
+
+def test_chebyshev_expansion_of_powers_meets_its_tolerance():
+    from wsss.affinity import _power_chebyshev_coefficients
+
+    x = torch.linspace(-1, 1, 4001, dtype=torch.float64)
+    for n, tolerance in [(6, 0.0), (7, 0.0), (255, 1e-9), (256, 1e-9), (1000, 1e-13)]:
+        coefficients = _power_chebyshev_coefficients(n, tolerance)
+        series = sum(c * torch.cos(k * torch.arccos(x)) for k, c in enumerate(coefficients))
+        assert (series - x**n).abs().max() <= tolerance + 1e-14
+        assert len(coefficients) - 1 == n if tolerance == 0 else len(coefficients) - 1 < n / 2
 
 
 def test_random_walk_large_grid_never_builds_dense_matrix():

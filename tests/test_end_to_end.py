@@ -12,36 +12,49 @@ from wsss.cli import main
 
 
 def write_config(tmp_path, root, **cam):
+    """A tiny config: the whole pipeline runs in well under a minute per stage on 2 cores."""
     config = {
         "name": "tiny", "seed": 0, "device": "cpu",
         "data": {"root": str(root)},
         "backbone": {"name": "efficientnet_lite0", "pretrained": True},
         "cam": {"output_stride": 16, "epochs": 6, "batch_size": 8, "lr": 0.01, "resize_long": [72, 96],
                 "crop_size": 80, "scales": [1.0, 1.5], "flip": True, "eval_splits": ["train"], **cam},
+        "aff": {"output_stride": 16, "seeds": "auto", "epochs": 3, "batch_size": 8, "lr": 0.05,
+                "resize_long": [72, 96], "crop_size": 80},
+        "walk": {"beta": 8, "steps": 32, "alpha": None, "crf": True, "eval_splits": ["train"]},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def test_train_make_eval_cam(tmp_path, tiny_dataset, capsys):
+@pytest.fixture(scope="module")
+def cam_run(tmp_path_factory, tiny_dataset):
+    """train-cam -> make-cam -> eval-cam through the CLI; later tests copy the run and go on."""
+    tmp_path = tmp_path_factory.mktemp("cam_run")
     config = write_config(tmp_path, tiny_dataset)
     run_dir = tmp_path / "run"
     common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
     assert main(["train-cam", *common]) == 0
+    assert main(["make-cam", *common, "--split", "train"]) == 0
+    assert main(["eval-cam", *common, "--split", "train"]) == 0
+    return tmp_path, config, run_dir
+
+
+def test_train_make_eval_cam(cam_run, tiny_dataset, capsys):
+    tmp_path, config, run_dir = cam_run
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
     model = run_dir / "cam" / "model.pt"
     assert model.exists() and (run_dir / "config.yaml").exists() and (run_dir / "run_info.json").exists()
     log = [json.loads(line) for line in (run_dir / "cam" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 4 * 6  # 32 images / batch 8 * 6 epochs
     assert log[-1]["loss"] < log[0]["loss"]
 
-    assert main(["make-cam", *common, "--split", "train"]) == 0
     cams = sorted((run_dir / "cams" / "train").glob("*.npz"))
     assert len(cams) == 32
     data = np.load(cams[0])
     assert data["cams"].dtype == np.float16 and data["cams"].shape[1:] == (80, 80)
 
-    assert main(["eval-cam", *common, "--split", "train"]) == 0
     result = json.loads((run_dir / "eval" / "cam_train.json").read_text())
     # CAMs must clearly beat predicting background everywhere
     from wsss.data.voc import VocDataset
@@ -52,8 +65,8 @@ def test_train_make_eval_cam(tmp_path, tiny_dataset, capsys):
     baseline = 100 * mean_iou(conf)
     assert result["miou"] > baseline + 8, (result["miou"], baseline)
     assert len(result["sweep"]) == 19 and set(result["per_class_iou"]) >= {"background", "disc"}
-    out = capsys.readouterr().out
-    assert "mIoU" in out
+    assert main(["eval-cam", *common, "--split", "train"]) == 0
+    assert "mIoU" in capsys.readouterr().out
 
     # finished work is skipped: nothing is rewritten
     stamps = {p: p.stat().st_mtime_ns for p in [model, *cams]}
@@ -109,3 +122,32 @@ def test_bad_config_key_is_a_clear_error(tmp_path, tiny_dataset, capsys):
     config = write_config(tmp_path, tiny_dataset)
     assert main(["train-cam", "--config", str(config), "--set", "cam.epoch=2", "--run-dir", str(tmp_path / "r")]) == 2
     assert "cam.epoch: unknown key" in capsys.readouterr().err
+
+
+def test_affinity_walk_and_pseudo_labels(cam_run, tmp_path, tiny_dataset):
+    _, config, cam_run_dir = cam_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(cam_run_dir, run_dir)
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["make-aff-labels", *common]) == 0
+    seeds = sorted((run_dir / "aff_labels" / "train").glob("*.png"))
+    assert len(seeds) == 32
+    from PIL import Image
+
+    seed_map = np.asarray(Image.open(seeds[0]))
+    assert set(np.unique(seed_map)) <= {0, 1, 2, 3, 4, 5, 255}
+    assert main(["train-aff", *common]) == 0
+    log = [json.loads(line) for line in (run_dir / "aff" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 * 4 and all(r["bg_pos_count"] > 0 for r in log)
+    assert main(["make-pseudo", *common, "--split", "train"]) == 0
+    for kind in ("rw", "rw_crf"):
+        pngs = sorted((run_dir / "pseudo" / "train" / kind).glob("*.png"))
+        assert len(pngs) == 32
+        img = Image.open(pngs[0])
+        assert img.mode == "P" and img.size == (80, 80)
+    assert main(["eval-pseudo", *common, "--split", "train"]) == 0
+    result = json.loads((run_dir / "eval" / "pseudo_train.json").read_text())["results"]
+    cam_miou = json.loads((run_dir / "eval" / "cam_train.json").read_text())["miou"]
+    # the walk propagates from the CAMs: its labels must score in the same league or better
+    assert result["rw"]["miou"] > cam_miou - 10, (result, cam_miou)
+    assert result["rw_crf"]["miou"] > 0

@@ -2,16 +2,19 @@
 
 Reference: J. Ahn and S. Kwak, "Learning Pixel-level Semantic Affinity with Image-level
 Supervision for Weakly Supervised Semantic Segmentation", CVPR 2018 (PSA), and its code,
-github.com/jiwoon-ahn/psa. Equation numbers below are the paper's:
+github.com/jiwoon-ahn/psa. The paper's formulas, cited below by these tags:
 
-* Eq. (3)  affinity        a_ij = exp(-||f_i - f_j||_1); the code (and this module) uses the
-                           mean over the D feature channels instead of the sum.
-* Eq. (4)  pairs           P = {(i, j) | d(i, j) < gamma, i != j}, gamma = ``radius``.
-* Eq. (5)-(6) labels       P+_bg (both background), P+_fg (same foreground class), P- (different).
-* Eq. (7)-(10) loss        L = L+_fg + L+_bg + 2 L-, each term a mean over its own pairs; the
-                           code trains on L/4 = L+_bg/4 + L+_fg/4 + L-/2 (as done here).
-* Eq. (11) transition      T = D^-1 W^(o beta), W = [a_ij] on P plus a_ii = 1, D_ii = sum_j W_ij^beta.
-* Eq. (12) random walk     vec(M*_c) = T^t vec(M_c)  for every class map M_c.
+* [affinity]    (Sec. 3.2) a_ij = exp(-||f_i - f_j||_1) for AffinityNet features f; the code
+                (and this module) uses the mean over the D channels instead of the sum.
+* [pairs]       (Sec. 3.2) P = {(i, j) | d(i, j) < gamma, i != j}, gamma = ``radius``.
+* [labels]      (Sec. 3.2) P+_bg: both ends background; P+_fg: both ends the same foreground
+                class; P-: different classes; pairs touching an unknown pixel are not used.
+* [loss]        (Sec. 3.2) L = L+_fg + L+_bg + 2 L-, each term a mean over its own pairs of
+                -log a_ij (positives) or -log(1 - a_ij) (negatives); the code trains on
+                L / 4 = L+_bg / 4 + L+_fg / 4 + L- / 2, as done here.
+* [transition]  (Sec. 3.3) T = D^-1 W^(o beta): W = [a_ij] on P, a_ii = 1, raised element-wise
+                to beta, and D the diagonal of its row sums.
+* [walk]        (Sec. 3.3) vec(M*_c) = T^t vec(M_c) for every class map M_c, t steps.
 
 Shapes: ``h, w`` a feature-map grid, ``N = h * w`` pixels, ``D`` feature channels, ``C`` class
 channels, ``K`` pair offsets, ``B`` a batch. A pixel is indexed in row-major order p = y * w + x;
@@ -50,10 +53,10 @@ LOG_EPS = 1e-5
 
 
 def pair_offsets(radius: int, *, half: bool = False) -> Tensor:
-    """Neighbour offsets within ``radius`` (the pair set P of Eq. 4), in lexicographic (dy, dx) order.
+    """Neighbour offsets within ``radius`` (the pair set P of [pairs]), in lexicographic (dy, dx) order.
 
     Args:
-        radius: gamma of Eq. (4); an offset (dy, dx) != (0, 0) is kept when
+        radius: gamma of [pairs]; an offset (dy, dx) != (0, 0) is kept when
             dy*dy + dx*dx < radius*radius. ``radius=5`` gives 68 offsets.
         half: keep one offset of each pair (o, -o): those with dy > 0, or dy == 0 and dx > 0
             (34 for radius 5). Each unordered pixel pair is then counted once, the form
@@ -148,7 +151,7 @@ def _mean_abs_diffs(flat: Tensor, shifts: list[int]) -> Tensor:
 
 
 def affinity_from_features(features: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-    """AffinityNet's affinities a_ij = exp(-mean_d |f_i,d - f_j,d|) (Eq. 3) for j = i + offset.
+    """AffinityNet's affinities a_ij = exp(-mean_d |f_i,d - f_j,d|) ([affinity]) for j = i + offset.
 
     Differentiable with respect to ``features`` (used to train AffinityNet).
 
@@ -177,7 +180,7 @@ def affinity_from_features(features: Tensor, offsets: Tensor) -> tuple[Tensor, T
 
 
 def pair_labels(label_map: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Affinity labels of pixel pairs (Eq. 5-6) from a label map.
+    """Affinity labels of pixel pairs ([labels]) from a label map.
 
     Args:
         label_map: (h, w) or (B, h, w) integer map: 0 background, 1..254 foreground classes,
@@ -216,7 +219,7 @@ def pair_labels(label_map: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Ten
 def affinity_loss(
     affinity: Tensor, bg_pos: Tensor, fg_pos: Tensor, neg: Tensor
 ) -> tuple[Tensor, dict[str, float]]:
-    """AffinityNet's training loss (Eq. 7-10, scaled by 1/4 as in PSA's train_aff.py).
+    """AffinityNet's training loss ([loss], scaled by 1/4 as in PSA's train_aff.py).
 
     loss = L+_bg / 4 + L+_fg / 4 + L- / 2, with
     L+_bg = mean over bg_pos pairs of -log(a + eps), L+_fg likewise over fg_pos, and
@@ -268,17 +271,17 @@ def affinity_loss(
 def random_walk(
     cam: Tensor, features: Tensor, *, radius: int = 5, beta: float = 8.0, steps: int = 256
 ) -> Tensor:
-    """PSA's random walk (Eq. 11-12): propagate class maps along AffinityNet's affinities.
+    """PSA's random walk ([transition], [walk]): propagate class maps along AffinityNet's affinities.
 
     Computes, without ever forming an N x N matrix, exactly the dense formula of PSA's
-    infer_aff.py: with A[i, j] = a_ij^beta for pixel pairs closer than ``radius`` (Eq. 3-4),
+    infer_aff.py: with A[i, j] = a_ij^beta for pixel pairs closer than ``radius`` ([affinity], [pairs]),
     A[i, i] = 1 and 0 elsewhere (A is symmetric),
 
         T = A / A.sum(dim=0)                 (each column sums to one)
         result = cam.reshape(C, N) @ T^steps, reshaped to (C, h, w).
 
     Equivalently result^T = P^steps cam^T with P = T^T = D^-1 A, the paper's row-stochastic
-    T of Eq. (11). P is stored as a sparse CSR matrix with at most
+    T of [transition]. P is stored as a sparse CSR matrix with at most
     (number of offsets + 1) * N nonzeros; its eigenvalues are real and in [-1, 1] (P is
     similar to the symmetric D^-1/2 A D^-1/2), which lets long walks use a Chebyshev
     expansion of x^steps (see ``_apply_power``) instead of ``steps`` products: at most 90
@@ -286,14 +289,15 @@ def random_walk(
     rounding.
 
     Pure torch on the input's device (CPU or CUDA); time O(N * K * C * min(steps, ~6 sqrt(steps)))
-    and memory O(N * (D + K + C)). The result carries no gradient.
+    and memory O(N * (D + K + C)). Class maps that are zero everywhere (absent classes in
+    PSA's CAMs) are not propagated: they stay zero. The result carries no gradient.
 
     Args:
         cam: (C, h, w) floating class scores, background channel included.
         features: (D, h, w) AffinityNet embedding on the same grid and device as ``cam``.
-        radius: pair radius gamma (Eq. 4), >= 1; radius 1 means no pairs (result == cam).
-        beta: exponent applied to the affinities (Eq. 11), finite and > 0.
-        steps: number of walk steps t (Eq. 12), >= 0.
+        radius: pair radius gamma ([pairs]), >= 1; radius 1 means no pairs (result == cam).
+        beta: exponent applied to the affinities ([transition]), finite and > 0.
+        steps: number of walk steps t ([walk]), >= 0.
 
     Returns:
         (C, h, w) tensor, same dtype and device as ``cam`` (float16/bfloat16 are computed in
@@ -304,10 +308,15 @@ def random_walk(
     channels, h, w = cam.shape
     dtype = cam.dtype if cam.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.no_grad():
-        transition, conditioning = _transition_matrix(features.to(dtype), radius, beta)
-        vectors = cam.to(dtype).reshape(channels, h * w).t().contiguous()  # (N, C)
-        vectors = _apply_power(transition, vectors, steps, conditioning)
-        return vectors.t().reshape(channels, h, w).to(cam.dtype)
+        maps = cam.to(dtype).reshape(channels, h * w)
+        # A map that is zero everywhere stays zero; PSA's CAMs are, for every absent class.
+        active = maps.ne(0).any(dim=1)
+        result = torch.zeros_like(maps)
+        if active.any():
+            transition, conditioning = _transition_matrix(features.to(dtype), radius, beta)
+            vectors = maps[active].t().contiguous()  # (N, C_active)
+            result[active] = _apply_power(transition, vectors, steps, conditioning).t()
+        return result.reshape(channels, h, w).to(cam.dtype)
 
 
 def _check_walk_inputs(cam: Tensor, features: Tensor, radius: int, beta: float, steps: int) -> None:
@@ -340,7 +349,7 @@ def _describe(value: object) -> str:
 
 
 def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tensor, float]:
-    """P = D^-1 A (Eq. 11) as a sparse CSR (N, N) matrix, and a bound on its conditioning.
+    """P = D^-1 A ([transition]) as a sparse CSR (N, N) matrix, and a bound on its conditioning.
 
     Args:
         features: (D, h, w) float32/float64 features.
@@ -355,7 +364,7 @@ def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tens
     half = _offset_list(pair_offsets(radius, half=True))
     half_shifts = [dy * w + dx for dy, dx in half]
 
-    # A[p, p + o]^beta = exp(-beta * mean_d |f_p - f_p+o|) (Eq. 3), for one offset o of each
+    # A[p, p + o]^beta = exp(-beta * mean_d |f_p - f_p+o|) ([affinity]), for one offset o of each
     # pair (o, -o), zero where p + o leaves the image.
     valid_half = _pair_valid(half, h, w, features.device).reshape(len(half), n)
     distance = _mean_abs_diffs(features.reshape(depth, n), half_shifts)
@@ -380,14 +389,14 @@ def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tens
 
     # CSR rows are output pixels j; row j's columns j + s_o come in stencil order, which is
     # increasing column order (neighbours in row y + dy all precede those in row y + dy + 1).
-    valid = _pair_valid(stencil, h, w, features.device).reshape(len(stencil), n).t()  # (N, K+1)
-    entries = torch.nonzero(valid.reshape(-1)).squeeze(1)  # row-major over (j, stencil index)
-    rows, stencil_index = entries // len(stencil), entries % len(stencil)
-    shifts = torch.tensor([dy * w + dx for dy, dx in stencil], device=features.device)
     index_dtype = torch.int32 if n * len(stencil) < 2**31 else torch.int64  # int32 is faster
-    row_starts = F.pad(valid.sum(dim=1).cumsum(0), (1, 0)).to(index_dtype)
-    columns = (rows + shifts[stencil_index]).to(index_dtype)
+    valid = _pair_valid(stencil, h, w, features.device).reshape(len(stencil), n).t()  # (N, K+1)
+    entries = torch.nonzero(valid.reshape(-1)).squeeze(1)  # the valid (j, o), row-major
+    shifts = torch.tensor([dy * w + dx for dy, dx in stencil], dtype=index_dtype, device=features.device)
+    columns = torch.arange(n, dtype=index_dtype, device=features.device).unsqueeze(1) + shifts  # j + s_o
+    columns = columns.reshape(-1).index_select(0, entries)
     values = weights.t().reshape(-1).index_select(0, entries)
+    row_starts = F.pad(valid.sum(dim=1).cumsum(0), (1, 0)).to(index_dtype)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         transition = torch.sparse_csr_tensor(row_starts, columns, values, (n, n), check_invariants=False)

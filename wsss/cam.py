@@ -21,16 +21,19 @@ def cam_from_features(features: torch.Tensor, weight: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def multiscale_cam(cam_fn, image: torch.Tensor, scales: Sequence[float], flip: bool = True) -> torch.Tensor:
-    """Sum of CAMs over scales (and flips), at the input resolution.
+def multiscale_sum(score_fn, image: torch.Tensor, scales: Sequence[float], flip: bool = True) -> torch.Tensor:
+    """Sum of dense score maps over scales (and flips), at the input resolution.
+
+    Used for CAMs (PSA sums ReLU'd CAMs over scales 0.5-2 with flips) and for segmentation
+    (average of softmax maps).
 
     Args:
-        cam_fn: maps a (B, 3, h, w) image batch to (B, C, h', w') non-negative CAMs.
+        score_fn: maps a (B, 3, h, w) image batch to (B, C, h', w') score maps.
         image: (3, H, W) float RGB 0..255.
         scales: resize factors, e.g. (0.5, 1.0, 1.5, 2.0).
-        flip: also run the horizontally flipped image and flip its CAM back.
+        flip: also run the horizontally flipped image and flip its scores back.
     Returns:
-        (C, H, W) float32 summed CAM (not normalised).
+        (C, H, W) float32 sum over len(scales) * (2 if flip else 1) maps.
     """
     _, height, width = image.shape
     total = None
@@ -38,11 +41,15 @@ def multiscale_cam(cam_fn, image: torch.Tensor, scales: Sequence[float], flip: b
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False) if scale != 1 else image[None]
         batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-        cams = cam_fn(batch)
-        cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)
-        summed = cams[0] + cams[1].flip(-1) if flip else cams[0]
+        maps = F.interpolate(score_fn(batch), size=(height, width), mode="bilinear", align_corners=False)
+        summed = maps[0] + maps[1].flip(-1) if flip else maps[0]
         total = summed if total is None else total + summed
     return total.float()
+
+
+def multiscale_cam(cam_fn, image: torch.Tensor, scales: Sequence[float], flip: bool = True) -> torch.Tensor:
+    """(3, H, W) image -> (C, H, W) CAM summed over scales and flips (not normalised)."""
+    return multiscale_sum(cam_fn, image, scales, flip)
 
 
 def normalize_cam(cam: torch.Tensor, label: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, np.ndarray]:

@@ -25,11 +25,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False) -> None:
+def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False, with_out_dir: bool = False) -> None:
     parser.add_argument("--split", help="split to process (default: from the config)")
     parser.add_argument("--data-root", type=Path, help="another VOC-layout dataset root")
     if with_checkpoint:
         parser.add_argument("--checkpoint", type=Path, help="model file to use instead of the run's own")
+    if with_out_dir:
         parser.add_argument("--out-dir", type=Path, help="output folder (default: inside the run directory)")
 
 
@@ -52,12 +53,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-cam", help="compute multi-scale CAMs for a split")
     _common(p)
-    _data_args(p, with_checkpoint=True)
+    _data_args(p, with_checkpoint=True, with_out_dir=True)
 
     p = sub.add_parser("eval-cam", help="score CAMs against masks (background threshold sweep)")
     _common(p)
     _data_args(p)
     p.add_argument("--cams", type=Path, help="folder of CAM .npz files (default: the run's)")
+
+    p = sub.add_parser("make-aff-labels", help="confident seeds from CAMs (+ dense CRF) for AffinityNet")
+    _common(p)
+    p.add_argument("--split", help="split (default: the train split)")
+
+    p = sub.add_parser("train-aff", help="train AffinityNet on the seed labels")
+    _common(p)
+    _train_args(p)
+
+    p = sub.add_parser("make-pseudo", help="random walk (+ dense CRF) pseudo labels for a split")
+    _common(p)
+    _data_args(p, with_checkpoint=True)
+
+    p = sub.add_parser("eval-pseudo", help="score CAM, CAM+RW and CAM+RW+CRF against masks")
+    _common(p)
+    _data_args(p)
+
+    p = sub.add_parser("tune", help="sweep the random walk's hyperparameters on a labelled subset")
+    _common(p)
+    _data_args(p)
+    p.add_argument("--limit", type=int, default=80, help="number of images of the split to use")
+    p.add_argument("--beta", type=float, nargs="+", default=[4, 8, 16])
+    p.add_argument("--steps", type=int, nargs="+", default=[32, 128, 256])
+    p.add_argument("--bg-threshold", type=float, nargs="+", default=None,
+                   help="background thresholds c of the walk's input (alpha = log c / log(1 - c))")
+
+    p = sub.add_parser("train-seg", help="train the segmentation network on pseudo labels (or --labels gt)")
+    _common(p)
+    _train_args(p)
+    p.add_argument("--labels", choices=["pseudo", "gt"], help="pseudo labels (default) or ground-truth masks")
+
+    p = sub.add_parser("eval-seg", help="score the segmentation network (single/multi-scale, +/- CRF)")
+    _common(p)
+    _data_args(p, with_checkpoint=True)
+    p.add_argument("--labels", choices=["pseudo", "gt"], help="which of the run's models to score")
+
+    p = sub.add_parser("predict", help="segment new images with a trained model")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt of `wsss train-seg`")
+    p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
+    p.add_argument("--output", type=Path, required=True, help="folder for masks and overlays")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    p.add_argument("--flip", action="store_true")
+    p.add_argument("--crf", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")
     p.add_argument("--out", type=Path, required=True)
@@ -96,9 +142,19 @@ def _dispatch(args) -> int:
         print(f"demo dataset written to {root}")
         return 0
 
+    if args.command == "predict":
+        from . import predict
+
+        written = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
+                              args.crf, progress=not args.no_progress)
+        print(f"{len(written)} mask(s) written to {args.output}")
+        return 0
+
     ctx = _context(args)
     if getattr(args, "restart", False):
-        stage_dir = {"train-cam": ctx.run_dir / "cam"}.get(args.command)
+        seg = "seg_gt" if getattr(args, "labels", None) == "gt" else "seg"
+        stage_dir = {"train-cam": ctx.run_dir / "cam", "train-aff": ctx.run_dir / "aff",
+                     "train-seg": ctx.run_dir / seg}.get(args.command)
         if stage_dir is not None and stage_dir.exists():
             shutil.rmtree(stage_dir)
     if args.command == "run":
@@ -122,6 +178,34 @@ def _dispatch(args) -> int:
         from .steps import eval_cam
 
         eval_cam.run(ctx, args.split or ctx.config.data.train_split, args.data_root, args.cams)
+    elif args.command == "make-aff-labels":
+        from .steps import make_aff_labels
+
+        print(f"seed labels: {make_aff_labels.run(ctx, args.split)}")
+    elif args.command == "train-aff":
+        from .steps import train_aff
+
+        print(f"AffinityNet: {train_aff.run(ctx)}")
+    elif args.command == "make-pseudo":
+        from .steps import make_pseudo
+
+        print(f"pseudo labels: {make_pseudo.run(ctx, args.split, args.data_root, args.checkpoint)}")
+    elif args.command == "eval-pseudo":
+        from .steps import eval_pseudo
+
+        eval_pseudo.run(ctx, args.split, args.data_root)
+    elif args.command == "train-seg":
+        from .steps import train_seg
+
+        print(f"segmentation model: {train_seg.run(ctx, args.labels)}")
+    elif args.command == "eval-seg":
+        from .steps import eval_seg
+
+        eval_seg.run(ctx, args.split, args.data_root, args.checkpoint, args.labels)
+    elif args.command == "tune":
+        from .steps import tune
+
+        tune.run(ctx, args.split, args.data_root, args.limit, args.beta, args.steps, args.bg_threshold)
     return 0
 
 

@@ -101,6 +101,69 @@ class CamConfig(OptimConfig):
         return value
 
 
+class CrfConfig(Section):
+    """Dense CRF (Kraehenbuehl & Koltun 2011) with PSA's settings as defaults."""
+
+    iterations: int = Field(10, ge=1)
+    gaussian_sxy: float = Field(3.0, gt=0)
+    gaussian_compat: float = Field(3.0, ge=0)
+    bilateral_sxy: float = Field(80.0, gt=0)
+    bilateral_srgb: float = Field(13.0, gt=0)
+    bilateral_compat: float = Field(10.0, ge=0)
+    # The paper's widths were tuned for ~500 px VOC images: scale them with the image size.
+    size_relative: bool = True
+
+
+class AffinityConfig(OptimConfig):
+    """AffinityNet: seeds from CAMs, pair labels within ``radius``, training (PSA train_aff.py)."""
+
+    output_stride: Literal[8, 16, 32] = 16
+    radius: int = Field(5, ge=1)
+    # Confident seeds. "alpha": background score (1 - max CAM)^alpha with the paper's alphas
+    # (low -> confident foreground, high -> confident background). "auto": thresholds derived
+    # from the CAMs' best background threshold t* on the train split (eval-cam): foreground
+    # where CAM > t* + fg_margin * (1 - t*), background where CAM < t* * bg_factor (an alpha is
+    # the threshold c with (1-c)^alpha = c; the paper's 4/32 are c = 0.28/0.08 around t* ~ 0.2).
+    seeds: Literal["alpha", "auto"] = "alpha"
+    seed_alphas: tuple[float, float] = (4.0, 32.0)
+    fg_margin: float = Field(0.3, ge=0, lt=1)
+    bg_factor: float = Field(0.5, gt=0, le=1)
+    seed_crf: bool = True
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(0.1, gt=0)
+    head_lr_mult: float = Field(10.0, gt=0)
+
+
+class WalkConfig(Section):
+    """Random walk with T = D^-1 A^beta for ``steps`` steps, then CRF (PSA infer_aff.py)."""
+
+    beta: float = Field(8.0, gt=0)
+    steps: int = Field(256, ge=0)
+    # Background score of the walk's input: (1 - max CAM)^alpha; "auto" -> threshold t* * bg_factor.
+    alpha: Optional[float] = 16.0
+    bg_factor: float = Field(1.0, gt=0)
+    crf: bool = True
+    # The walked scores are flat compared with a softmax: p^k (renormalised) before the CRF
+    # weights the unary term k times against the pairwise ones (1 = feed them as they are).
+    crf_power: float = Field(1.0, gt=0)
+    save_scores: bool = False
+    eval_splits: list[str] = Field(default_factory=lambda: ["train"])
+    workers: int = Field(1, ge=1)
+
+
+class SegConfig(OptimConfig):
+    """The segmentation network trained on pseudo labels (or ground truth, the upper bound)."""
+
+    output_stride: Literal[8, 16, 32] = 8
+    head: Literal["aspp", "largefov"] = "aspp"
+    rates: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
+    labels: Literal["pseudo", "gt"] = "pseudo"
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(0.01, gt=0)
+    eval_scales: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])
+    eval_crf: bool = True
+
+
 class PipelineConfig(Section):
     """The AffinityNet/PSA pipeline from tagged images to pseudo labels and a segmentation model."""
 
@@ -111,6 +174,10 @@ class PipelineConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     cam: CamConfig = Field(default_factory=CamConfig)
+    crf: CrfConfig = Field(default_factory=CrfConfig)
+    aff: AffinityConfig = Field(default_factory=AffinityConfig)
+    walk: WalkConfig = Field(default_factory=WalkConfig)
+    seg: SegConfig = Field(default_factory=SegConfig)
 
     @model_validator(mode="after")
     def _check_device(self) -> "PipelineConfig":

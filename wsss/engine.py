@@ -54,11 +54,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2 ** 32))
 
 
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The augmentation generator of sample ``index`` in ``epoch``: independent of batch order."""
-    return np.random.default_rng([seed, epoch, index])
-
-
 def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
     """The shuffled sample order of an epoch, a pure function of (seed, epoch)."""
     return np.random.default_rng([seed, epoch, 7919]).permutation(num_samples).tolist()

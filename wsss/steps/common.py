@@ -91,6 +91,27 @@ class RunContext:
         return json.loads(path.read_text()) if path.exists() else {}
 
 
+def claim_output_dir(folder: Path, settings: dict) -> None:
+    """Make ``folder`` hold outputs of exactly these settings.
+
+    Finished per-image outputs are reused on a re-run only when they were made with the same
+    settings (recorded in ``settings.json``); outputs of other settings are discarded first, so a
+    changed config never mixes old and new files.
+    """
+    import shutil
+
+    record = folder / "settings.json"
+    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    if folder.exists():
+        if record.exists() and json.loads(record.read_text()) == wanted:
+            return
+        stale = sum(1 for p in folder.rglob("*") if p.is_file() and p != record)
+        if stale:
+            log.warning("%s: %d outputs were made with other settings; discarding them", folder, stale)
+        shutil.rmtree(folder)
+    save_json(record, wanted)
+
+
 def git_commit() -> Optional[str]:
     try:
         root = Path(__file__).resolve().parents[2]

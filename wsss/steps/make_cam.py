@@ -20,7 +20,8 @@ from ..cam import multiscale_cam, normalize_cam
 from ..engine import load_model_weights
 from ..errors import WsssError
 from ..io import load_npz, save_npz
-from .common import RunContext, image_tensor
+from ..engine import load_checkpoint
+from .common import RunContext, claim_output_dir, image_tensor
 from .train_cam import build_cam_net, model_path
 
 log = logging.getLogger("wsss")
@@ -53,6 +54,11 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     cfg = ctx.config
     voc = ctx.dataset(split, root)
     out = Path(out_dir) if out_dir else cam_dir(ctx, split, root)
+    weights = Path(checkpoint) if checkpoint else model_path(ctx)
+    if not weights.exists():
+        raise WsssError(f"{weights}: CAM classifier not found; run `wsss train-cam` first or pass --checkpoint")
+    claim_output_dir(out, {"classifier": load_checkpoint(weights).get("fingerprint"), "scales": cfg.cam.scales,
+                           "flip": cfg.cam.flip, "root": str(voc.root)})
     todo = [i for i in range(len(voc)) if not (out / f"{voc.ids[i]}.npz").exists()]
     if not todo:
         log.info("make-cam: %s is complete (%d images), skipping", out, len(voc))

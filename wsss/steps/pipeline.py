@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from . import eval_cam, make_cam, train_cam
+from . import eval_cam, eval_pseudo, eval_seg, make_aff_labels, make_cam, make_pseudo, train_aff, train_cam, train_seg
 from .common import RunContext
 
 log = logging.getLogger("wsss")
@@ -43,6 +43,23 @@ def run(ctx: RunContext) -> dict:
     for split in cfg.cam.eval_splits:
         timed(f"make-cam/{split}", make_cam.run, ctx, split)
         timed(f"eval-cam/{split}", eval_cam.run, ctx, split)
+    train_split = cfg.data.train_split
+    if train_split not in cfg.cam.eval_splits:
+        timed(f"make-cam/{train_split}", make_cam.run, ctx, train_split)
+    timed("make-aff-labels", make_aff_labels.run, ctx, train_split)
+    timed("train-aff", train_aff.run, ctx)
+    for split in cfg.walk.eval_splits:
+        if split not in cfg.cam.eval_splits and split != train_split:
+            timed(f"make-cam/{split}", make_cam.run, ctx, split)
+        timed(f"make-pseudo/{split}", make_pseudo.run, ctx, split)
+        if ctx.dataset(split).has_masks:
+            timed(f"eval-pseudo/{split}", eval_pseudo.run, ctx, split)
+    if train_split not in cfg.walk.eval_splits:
+        timed(f"make-pseudo/{train_split}", make_pseudo.run, ctx, train_split)
+    timed("train-seg", train_seg.run, ctx)
+    val = cfg.data.val_split
+    if val and ctx.dataset(val).has_masks:
+        timed(f"eval-seg/{val}", eval_seg.run, ctx, val)
     ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), **timings})
     summary = ctx.summary()
     print("\n" + stage_table(summary))

@@ -9,38 +9,16 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
+from ..data.crops import AugmentedCrops
 from ..data.transforms import JointAugment
-from ..data.voc import VocDataset
-from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, sample_rng, seed_everything, train
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, seed_everything, train
 from ..models.backbone import build_backbone
 from ..models.classifier import CamNet
 from .common import RunContext
 
 log = logging.getLogger("wsss")
-
-
-class ClassificationSet(torch.utils.data.Dataset):
-    """Augmented crops with image-level labels: {'image': (3, S, S) float 0..255, 'label': (C,)}."""
-
-    def __init__(self, voc: VocDataset, augment: JointAugment, seed: int):
-        self.voc, self.augment, self.seed, self.epoch = voc, augment, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.voc)
-
-    def __getitem__(self, index: int) -> dict:
-        image = self.voc.load_image(index)
-        image, _, _ = self.augment(image, [], sample_rng(self.seed, self.epoch, index))
-        return {
-            "image": torch.from_numpy(image).permute(2, 0, 1).float(),
-            "label": torch.from_numpy(self.voc.labels[index]),
-        }
 
 
 def build_cam_net(ctx: RunContext, num_classes: int, pretrained: bool = True) -> CamNet:
@@ -87,7 +65,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
     augment = JointAugment(cfg.cam.resize_long, cfg.cam.crop_size, cfg.cam.color_jitter)
     job = TrainJob(
         kind="cam", model=model, param_groups=model.param_groups(),
-        dataset=ClassificationSet(voc, augment, cfg.seed), loss_fn=multilabel_loss, optim=cfg.cam,
+        dataset=AugmentedCrops(voc, augment, cfg.seed, image_labels=True), loss_fn=multilabel_loss, optim=cfg.cam,
         out_dir=ctx.run_dir / "cam", device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.cam.output_stride},
         num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,

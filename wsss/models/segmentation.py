@@ -1,0 +1,74 @@
+"""DeepLab-style segmentation networks on the shared backbone (Chen et al. 2017).
+
+Heads:
+* ``aspp``: DeepLab-v2's atrous spatial pyramid pooling: parallel 3x3 convs with atrous rates
+  6/12/18/24, each predicting the classes, summed.
+* ``largefov``: DeepLab-LargeFOV: a 3x3 conv at rate 12 -> 1024 -> 1x1 1024 -> 1x1 classes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbone import Backbone
+
+
+class ASPPv2(nn.Module):
+    """(B, D, h, w) -> (B, C, h, w): sum of dilated 3x3 convs (DeepLab-v2 Eq. / Fig. 4)."""
+
+    def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates
+        )
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(branch(x) for branch in self.branches)
+
+
+class LargeFOV(nn.Module):
+    """(B, D, h, w) -> (B, C, h, w): DeepLab-LargeFOV's fc6 (rate 12) / fc7 / fc8."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 1024, rate: int = 12, dropout: float = 0.5):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=rate, dilation=rate), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            nn.Conv2d(width, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class SegNet(nn.Module):
+    """forward: (B, 3, H, W) 0..255 RGB -> (B, C, H/s, W/s) class logits (s = backbone stride)."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, head: str = "aspp", rates: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        self.backbone = backbone
+        channels = backbone.channels[-1]
+        if head == "aspp":
+            self.head = ASPPv2(channels, num_classes, rates)
+        elif head == "largefov":
+            self.head = LargeFOV(channels, num_classes)
+        else:
+            raise ValueError(f"unknown head {head!r}; use aspp or largefov")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images)[-1])
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"pretrained": list(self.backbone.parameters()), "new": list(self.head.parameters())}
+
+
+def logits_at(model: nn.Module, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, C, *size) logits, bilinearly upsampled."""
+    return F.interpolate(model(images), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,61 @@
+"""Score CAM, CAM+RW and CAM+RW+CRF against the masks of a split, in one table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from ..cam import cam_to_label
+from ..errors import WsssError
+from ..io import load_mask, save_json
+from ..metrics import confusion_matrix, format_iou_table, segmentation_report
+from .common import RunContext
+from .make_cam import cam_dir, load_cam
+from .make_pseudo import pseudo_dir
+
+log = logging.getLogger("wsss")
+
+
+def score_label_dir(voc, folder: Path, progress: bool = True, desc: str = "eval") -> np.ndarray:
+    """(C, C) confusion of the PNG label maps in ``folder`` against the split's masks."""
+    conf = np.zeros((voc.num_classes, voc.num_classes), dtype=np.int64)
+    for index in tqdm(range(len(voc)), desc=desc, unit="img", disable=not progress, dynamic_ncols=True):
+        path = folder / f"{voc.ids[index]}.png"
+        if not path.exists():
+            raise WsssError(f"{path}: label map missing; run the stage that writes {folder} first")
+        pred = load_mask(path)
+        conf += confusion_matrix(pred, voc.load_mask(index, pred.shape), voc.num_classes)
+    return conf
+
+
+def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None) -> dict:
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split, root, require_masks=True)
+    name = ctx.output_name(split, root)
+    columns: dict[str, dict] = {}
+    results: dict[str, dict] = {}
+
+    cam_eval = ctx.run_dir / "eval" / f"cam_{name}.json"
+    if cam_eval.exists():  # the CAM column at its best threshold, as eval-cam found it
+        import json
+
+        cam_result = json.loads(cam_eval.read_text())
+        results["cam"] = {"miou": cam_result["miou"], "best_threshold": cam_result["best_threshold"]}
+        columns[f"CAM@{cam_result['best_threshold']:.2f}"] = cam_result["per_class_iou"]
+    base = pseudo_dir(ctx, split, root)
+    for key, label in (("rw", "CAM+RW"), ("rw_crf", "CAM+RW+CRF")):
+        if (base / key).is_dir():
+            report = segmentation_report(score_label_dir(voc, base / key, ctx.progress, f"eval {label}"), voc.class_names)
+            results[key] = {"miou": report["miou"]}
+            columns[label] = report["per_class_iou"]
+    if not columns:
+        raise WsssError(f"{base}: no pseudo labels to score; run `wsss make-pseudo --split {split}` first")
+    save_json(ctx.run_dir / "eval" / f"pseudo_{name}.json", {"split": split, "results": results, "per_class_iou": columns})
+    for key, value in results.items():
+        ctx.update_summary(f"{key}/{name}", value)
+    print(format_iou_table(columns, title=f"pseudo labels {name}"))
+    return results

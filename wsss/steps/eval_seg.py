@@ -1,0 +1,56 @@
+"""Score the segmentation network: single-scale and multi-scale + flip, with and without CRF."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from ..crf import dense_crf
+from ..errors import WsssError
+from ..io import save_json
+from ..metrics import confusion_matrix, format_iou_table, segmentation_report
+from ..predict import Predictor
+from .common import RunContext
+from .train_seg import model_path
+
+log = logging.getLogger("wsss")
+
+
+def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
+        checkpoint: Optional[Path] = None, labels: Optional[str] = None) -> dict:
+    cfg = ctx.config
+    split = split or cfg.data.val_split or cfg.data.train_split
+    voc = ctx.dataset(split, root, require_masks=True)
+    path = Path(checkpoint) if checkpoint else model_path(ctx, labels)
+    if not path.exists():
+        raise WsssError(f"{path}: segmentation model not found; run `wsss train-seg` first or pass --checkpoint")
+    predictor = Predictor(path, cfg.device)
+    if predictor.class_names != voc.class_names:
+        raise WsssError(f"{path}: trained for classes {predictor.class_names[1:]}, the dataset has {voc.class_names[1:]}")
+    variants = {"single-scale": ([1.0], False), "multi-scale+flip": (cfg.seg.eval_scales, True)}
+    names = [*variants] + ([f"{v}+CRF" for v in variants] if cfg.seg.eval_crf else [])
+    confusions = {name: np.zeros((voc.num_classes,) * 2, dtype=np.int64) for name in names}
+    for index in tqdm(range(len(voc)), desc=f"eval-seg {split}", unit="img", disable=not ctx.progress, dynamic_ncols=True):
+        image = voc.load_image(index)
+        gt = voc.load_mask(index, image.shape[:2])
+        for name, (scales, flip) in variants.items():
+            predictor.scales, predictor.flip = scales, flip
+            probs = predictor.probabilities(image)
+            confusions[name] += confusion_matrix(probs.argmax(0), gt, voc.num_classes)
+            if cfg.seg.eval_crf:
+                refined = dense_crf(image, probs, size_relative=cfg.crf.size_relative)
+                confusions[f"{name}+CRF"] += confusion_matrix(refined.argmax(0), gt, voc.num_classes)
+    reports = {name: segmentation_report(conf, voc.class_names) for name, conf in confusions.items()}
+    name = ctx.output_name(split, root)
+    kind = "seg_gt" if (labels or cfg.seg.labels) == "gt" and checkpoint is None else "seg"
+    result = {"split": split, "checkpoint": str(path), "miou": {k: r["miou"] for k, r in reports.items()},
+              "per_class_iou": {k: r["per_class_iou"] for k, r in reports.items()}}
+    save_json(ctx.run_dir / "eval" / f"{kind}_{name}.json", result)
+    best = max(result["miou"], key=result["miou"].get)
+    ctx.update_summary(f"{kind}/{name}", {"miou": result["miou"][best], "note": best})
+    print(format_iou_table(result["per_class_iou"], title=f"{kind} {name}"))
+    return result

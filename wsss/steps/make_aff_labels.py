@@ -1,0 +1,97 @@
+"""Step 4: confident seeds from CAMs, the labels AffinityNet learns pair affinities from.
+
+For each image: background score (1 - max CAM)^alpha at a low alpha (confident foreground)
+and a high alpha (confident background), each refined by dense CRF; everything else unknown.
+Written as palette PNGs ``aff_labels/<split>/<id>.png`` (0 bg, class, 255 unknown) at image
+resolution; train-aff downsamples them to the feature stride after augmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..crf import dense_crf
+from ..errors import WsssError
+from ..parallel import map_images
+from ..seeds import alpha_for_threshold, seed_labels
+from ..io import save_palette_png
+from .common import RunContext, claim_output_dir
+from .make_cam import cam_dir, load_cam
+
+log = logging.getLogger("wsss")
+
+
+def best_cam_threshold(ctx: RunContext) -> float:
+    """The background threshold at which the train CAMs scored best (from eval-cam)."""
+    path = ctx.run_dir / "eval" / f"cam_{ctx.config.data.train_split}.json"
+    if not path.exists():
+        raise WsssError(f"{path}: not found; seeds='auto' needs `wsss eval-cam` on the train split first "
+                        "(or set aff.seeds=alpha)")
+    return float(json.loads(path.read_text())["best_threshold"])
+
+
+def seed_alphas(ctx: RunContext) -> tuple[float, float]:
+    """(alpha for confident foreground, alpha for confident background)."""
+    aff = ctx.config.aff
+    if aff.seeds == "alpha":
+        return tuple(aff.seed_alphas)
+    t = best_cam_threshold(ctx)
+    fg = min(0.95, t + aff.fg_margin * (1 - t))
+    bg = max(0.01, t * aff.bg_factor)
+    return alpha_for_threshold(fg), alpha_for_threshold(bg)
+
+
+def crf_refiner(ctx: RunContext, image: np.ndarray):
+    """probs (L, H, W) -> CRF-refined probs for this image, with the run's CRF settings."""
+    c = ctx.config.crf
+
+    def refine(probs: np.ndarray) -> np.ndarray:
+        return dense_crf(image, probs, iterations=c.iterations, gaussian_sxy=c.gaussian_sxy,
+                         gaussian_compat=c.gaussian_compat, bilateral_sxy=c.bilateral_sxy,
+                         bilateral_srgb=c.bilateral_srgb, bilateral_compat=c.bilateral_compat,
+                         size_relative=c.size_relative)
+
+    return refine
+
+
+def aff_label_dir(ctx: RunContext, split: str) -> Path:
+    return ctx.run_dir / "aff_labels" / split
+
+
+class SeedLabeler:
+    """Per-image job (picklable factory for worker processes)."""
+
+    def __init__(self, ctx: RunContext, split: str, alphas: tuple[float, float]):
+        self.ctx, self.voc = ctx, ctx.dataset(split)
+        self.cams, self.out, self.alphas = cam_dir(ctx, split), aff_label_dir(ctx, split), alphas
+
+    def __call__(self, index: int) -> None:
+        image_id = self.voc.ids[index]
+        cams, keys = load_cam(self.cams / f"{image_id}.npz")
+        image = self.voc.load_image(index)
+        if cams.shape[1:] != image.shape[:2]:
+            raise WsssError(f"{self.cams / image_id}.npz: CAM size differs from its image; delete it and re-run make-cam")
+        refine = crf_refiner(self.ctx, image) if self.ctx.config.aff.seed_crf else None
+        save_palette_png(self.out / f"{image_id}.png", seed_labels(cams, keys, *self.alphas, refine=refine))
+
+
+def run(ctx: RunContext, split: Optional[str] = None) -> Path:
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split)
+    out = aff_label_dir(ctx, split)
+    alphas = seed_alphas(ctx)
+    cams_settings = cam_dir(ctx, split) / "settings.json"
+    claim_output_dir(out, {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
+                           "cams": json.loads(cams_settings.read_text()) if cams_settings.exists() else None})
+    todo = [i for i, image_id in enumerate(voc.ids) if not (out / f"{image_id}.png").exists()]
+    if not todo:
+        log.info("make-aff-labels: %s is complete, skipping", out)
+        return out
+    log.info("make-aff-labels: alpha %.3g for confident foreground, %.3g for confident background", *alphas)
+    map_images(SeedLabeler, (ctx, split, alphas), todo, ctx.config.walk.workers, f"aff-labels {split}", ctx.progress)
+    return out

@@ -1,0 +1,132 @@
+"""Step 6: pseudo labels: CAM with background -> random walk -> upsample -> dense CRF -> argmax.
+
+PSA's infer_aff.py: the CAMs of the image's classes, with background score (1 - max)^alpha,
+are averaged down to the AffinityNet feature grid, propagated by the random walk
+vec(M*) = T^t vec(M) with T = D^-1 A^beta (Eq. 11-12), upsampled to the image, refined by
+dense CRF and arg-maxed. Written per image, atomically, as VOC-palette PNGs:
+
+    pseudo/<split>/rw/<id>.png       after the random walk
+    pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when walk.crf)
+    pseudo/<split>/scores/<id>.npz   the walk's class scores (when walk.save_scores)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..affinity import random_walk
+from ..engine import load_model_weights
+from ..errors import WsssError
+from ..io import save_npz, save_palette_png
+from ..parallel import map_images
+from ..seeds import alpha_for_threshold, scores_to_labels, scores_with_background
+from ..engine import load_checkpoint
+from .common import RunContext, claim_output_dir, image_tensor
+from .make_aff_labels import best_cam_threshold, crf_refiner
+from .make_cam import cam_dir, load_cam
+from .train_aff import build_affinity_net, model_path
+
+log = logging.getLogger("wsss")
+
+
+def pseudo_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+    return ctx.run_dir / "pseudo" / ctx.output_name(split, root)
+
+
+def final_label_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+    """Where the pseudo labels that train the segmentation network live."""
+    return pseudo_dir(ctx, split, root) / ("rw_crf" if ctx.config.walk.crf else "rw")
+
+
+def walk_alpha(ctx: RunContext) -> float:
+    """The background exponent of the walk's input: configured, or from the CAMs' best threshold."""
+    walk = ctx.config.walk
+    if walk.alpha is not None:
+        return walk.alpha
+    return alpha_for_threshold(min(0.95, best_cam_threshold(ctx) * walk.bg_factor))
+
+
+def load_affinity_model(ctx: RunContext, checkpoint: Optional[Path] = None):
+    path = Path(checkpoint) if checkpoint else model_path(ctx)
+    if not path.exists():
+        raise WsssError(f"{path}: AffinityNet not found; run `wsss train-aff` first or pass --checkpoint")
+    model = build_affinity_net(ctx, pretrained=False)
+    load_model_weights(model, path, "affinity")
+    return model.to(ctx.device).eval()
+
+
+def walk_scores(features: torch.Tensor, scores: np.ndarray, radius: int, beta: float, steps: int) -> torch.Tensor:
+    """(D, h, w) features, (K+1, H, W) scores -> (K+1, H, W) walked scores at image size.
+
+    The scores are area-averaged down to the feature grid (PSA: avg-pool by the stride), walked,
+    and bilinearly upsampled back.
+    """
+    size = scores.shape[1:]
+    low = F.adaptive_avg_pool2d(torch.from_numpy(scores).to(features)[None], features.shape[-2:])[0]
+    walked = random_walk(low, features, radius=radius, beta=beta, steps=steps)
+    return F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+class PseudoLabeler:
+    """Per-image job: walk, CRF, write (built inside each worker process)."""
+
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], alpha: float):
+        self.ctx, self.voc = ctx, ctx.dataset(split, root)
+        self.cams, self.out, self.alpha = cam_dir(ctx, split, root), pseudo_dir(ctx, split, root), alpha
+        self.model = load_affinity_model(ctx, checkpoint)
+
+    def __call__(self, index: int) -> None:
+        cfg, image_id = self.ctx.config, self.voc.ids[index]
+        cams, keys = load_cam(self.cams / f"{image_id}.npz")
+        image = self.voc.load_image(index)
+        if cams.shape[1:] != image.shape[:2]:
+            raise WsssError(f"{self.cams / image_id}.npz: CAM size differs from its image; delete it and re-run make-cam")
+        scores = scores_with_background(cams, self.alpha)
+        with torch.inference_mode():
+            features = self.model(image_tensor(image, self.ctx.device)[None])[0]
+            walked = walk_scores(features, scores, cfg.aff.radius, cfg.walk.beta, cfg.walk.steps).cpu().numpy()
+        if cfg.walk.save_scores:
+            save_npz(self.out / "scores" / f"{image_id}.npz", scores=walked.astype(np.float16), keys=keys)
+        if cfg.walk.crf:
+            probs = walked.clip(min=0) ** cfg.walk.crf_power
+            probs /= probs.sum(axis=0, keepdims=True).clip(min=1e-8)
+            refined = crf_refiner(self.ctx, image)(probs)
+            save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
+        # written last: its presence marks the image finished
+        save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(walked, keys))
+
+
+def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
+        checkpoint: Optional[Path] = None) -> Path:
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split, root)
+    out = pseudo_dir(ctx, split, root)
+    alpha = walk_alpha(ctx)
+    weights = Path(checkpoint) if checkpoint else model_path(ctx)
+    if not weights.exists():
+        raise WsssError(f"{weights}: AffinityNet not found; run `wsss train-aff` first or pass --checkpoint")
+    walk = ctx.config.walk
+    cams_settings = cam_dir(ctx, split, root) / "settings.json"
+    claim_output_dir(out, {"affinity_net": load_checkpoint(weights).get("fingerprint"), "alpha": alpha,
+                           "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
+                           "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power, "scores": walk.save_scores,
+                           "cams": json.loads(cams_settings.read_text()) if cams_settings.exists() else None})
+    todo = [i for i, image_id in enumerate(voc.ids) if not (out / "rw" / f"{image_id}.png").exists()]
+    if not todo:
+        log.info("make-pseudo: %s is complete, skipping", out)
+        return out
+    start = time.perf_counter()
+    map_images(PseudoLabeler, (ctx, split, root, checkpoint, alpha), todo, ctx.config.walk.workers,
+               f"make-pseudo {split}", ctx.progress)
+    elapsed = time.perf_counter() - start
+    log.info("make-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s))", len(todo), elapsed,
+             len(todo) / max(elapsed, 1e-9), ctx.config.walk.workers)
+    return out

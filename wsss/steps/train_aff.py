@@ -1,0 +1,92 @@
+"""Step 5: train AffinityNet on pair labels from the seeds (PSA train_aff.py).
+
+Each augmented crop's seed map is brought to the feature stride; every pixel pair within the
+radius (each unordered pair once) is a positive (same class, split into background and
+foreground), a negative (different classes) or ignored (an unknown end). Loss: Eq. (7)-(10).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..affinity import affinity_from_features, affinity_loss, pair_labels, pair_offsets
+from ..data.crops import AugmentedCrops, LabelMapFolder
+from ..data.transforms import JointAugment
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, seed_everything, train
+from ..errors import WsssError
+from ..models.affinity_net import AffinityNet
+from ..models.backbone import build_backbone
+from .common import RunContext
+from .make_aff_labels import aff_label_dir
+
+log = logging.getLogger("wsss")
+
+
+def build_affinity_net(ctx: RunContext, pretrained: bool = True) -> AffinityNet:
+    cfg = ctx.config
+    backbone = build_backbone(cfg.backbone.name, cfg.aff.output_stride,
+                              pretrained=pretrained and cfg.backbone.pretrained, checkpoint=cfg.backbone.checkpoint)
+    return AffinityNet(backbone)
+
+
+def downsample_seeds(seeds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) seed labels -> (B, h, w) by nearest-neighbour sampling (no label mixing)."""
+    return F.interpolate(seeds[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+class AffinityLoss:
+    """Loss over the half neighbourhood (each unordered pair once, as PSA's path indices)."""
+
+    def __init__(self, radius: int):
+        self.offsets = pair_offsets(radius, half=True)
+
+    def __call__(self, model: AffinityNet, batch: dict):
+        features = model(batch["image"])
+        seeds = downsample_seeds(batch["target"], features.shape[-2:])
+        affinity, _ = affinity_from_features(features, self.offsets.to(features.device))
+        bg_pos, fg_pos, neg = pair_labels(seeds, self.offsets.to(features.device))
+        loss, stats = affinity_loss(affinity, bg_pos, fg_pos, neg)
+        with torch.no_grad():  # how well the affinities separate, for the log
+            stats["pos_aff"] = float(affinity[bg_pos | fg_pos].mean()) if (bg_pos | fg_pos).any() else float("nan")
+            stats["neg_aff"] = float(affinity[neg].mean()) if neg.any() else float("nan")
+        stats.pop("loss", None)
+        return loss, stats
+
+
+def aff_fingerprint(ctx: RunContext) -> str:
+    cfg = ctx.config
+    return config_fingerprint({"aff": cfg.aff.model_dump(mode="json"), "backbone": cfg.backbone.model_dump(mode="json"),
+                               "split": cfg.data.train_split, "seed": cfg.seed})
+
+
+def model_path(ctx: RunContext) -> Path:
+    return ctx.run_dir / "aff" / FINAL_NAME
+
+
+def run(ctx: RunContext, max_steps: int | None = None) -> Path:
+    cfg = ctx.config
+    voc = ctx.dataset(cfg.data.train_split)
+    seed_dir = aff_label_dir(ctx, cfg.data.train_split)
+    missing = [i for i in voc.ids if not (seed_dir / f"{i}.png").exists()]
+    if missing:
+        raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-aff-labels` first")
+    fingerprint = aff_fingerprint(ctx)
+    final = model_path(ctx)
+    if final.exists() and load_checkpoint(final).get("fingerprint") == fingerprint:
+        log.info("train-aff: %s is complete, skipping", final)
+        return final
+    seed_everything(cfg.seed)
+    model = build_affinity_net(ctx)
+    augment = JointAugment(cfg.aff.resize_long, cfg.aff.crop_size, cfg.aff.color_jitter)
+    job = TrainJob(
+        kind="affinity", model=model, param_groups=model.param_groups(),
+        dataset=AugmentedCrops(voc, augment, cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)), loss_fn=AffinityLoss(cfg.aff.radius), optim=cfg.aff,
+        out_dir=ctx.run_dir / "aff", device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.aff.output_stride},
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,
+    )
+    return train(job)

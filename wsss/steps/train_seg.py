@@ -1,0 +1,81 @@
+"""Step 7: train the segmentation network on the run's pseudo labels (or on ground truth).
+
+``seg.labels: pseudo`` reads the PNGs make-pseudo wrote (255 = ignore); ``gt`` trains the same
+network on the split's masks: the fully supervised upper bound the weak model is compared with.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch.nn.functional as F
+
+from ..data.crops import AugmentedCrops, LabelMapFolder
+from ..data.transforms import JointAugment
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, seed_everything, train
+from ..errors import WsssError
+from ..io import IGNORE_INDEX
+from ..models.backbone import build_backbone
+from ..models.segmentation import SegNet, logits_at
+from .common import RunContext
+from .make_pseudo import final_label_dir
+
+log = logging.getLogger("wsss")
+
+
+def seg_loss(model: SegNet, batch: dict):
+    """Pixel-wise cross-entropy, 255 ignored, on logits upsampled to the crop."""
+    logits = logits_at(model, batch["image"], batch["target"].shape[-2:])
+    return F.cross_entropy(logits, batch["target"], ignore_index=IGNORE_INDEX), {}
+
+
+def build_seg_net(backbone_name: str, output_stride: int, num_classes: int, head: str, rates, pretrained: bool = True,
+                  checkpoint: Optional[Path] = None) -> SegNet:
+    return SegNet(build_backbone(backbone_name, output_stride, pretrained=pretrained, checkpoint=checkpoint),
+                  num_classes, head, rates)
+
+
+def seg_dir(ctx: RunContext, labels: Optional[str] = None) -> Path:
+    return ctx.run_dir / ("seg_gt" if (labels or ctx.config.seg.labels) == "gt" else "seg")
+
+
+def model_path(ctx: RunContext, labels: Optional[str] = None) -> Path:
+    return seg_dir(ctx, labels) / FINAL_NAME
+
+
+def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] = None) -> Path:
+    cfg = ctx.config
+    labels = labels or cfg.seg.labels
+    split = cfg.data.train_split
+    if labels == "gt":
+        voc = ctx.dataset(split, require_masks=True)
+        load_target = voc.load_mask
+    else:
+        voc = ctx.dataset(split)
+        folder = final_label_dir(ctx, split)
+        missing = [i for i in voc.ids if not (folder / f"{i}.png").exists()]
+        if missing:
+            raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run `wsss make-pseudo --split {split}` first")
+        load_target = LabelMapFolder(folder, voc.ids)
+    fingerprint = config_fingerprint({"seg": cfg.seg.model_dump(mode="json", exclude={"eval_scales", "eval_crf"}),
+                                      "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
+                                      "split": split, "seed": cfg.seed})
+    final = model_path(ctx, labels)
+    if final.exists() and load_checkpoint(final).get("fingerprint") == fingerprint:
+        log.info("train-seg: %s is complete, skipping", final)
+        return final
+    seed_everything(cfg.seed)
+    s = cfg.seg
+    model = build_seg_net(cfg.backbone.name, s.output_stride, voc.num_classes, s.head, s.rates,
+                          pretrained=cfg.backbone.pretrained, checkpoint=cfg.backbone.checkpoint)
+    job = TrainJob(
+        kind="segmentation", model=model, param_groups=model.param_groups(),
+        dataset=AugmentedCrops(voc, JointAugment(s.resize_long, s.crop_size, s.color_jitter), cfg.seed, target=load_target),
+        loss_fn=seg_loss, optim=s, out_dir=seg_dir(ctx, labels), device=ctx.device, seed=cfg.seed,
+        fingerprint=fingerprint, num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": s.output_stride,
+              "head": s.head, "rates": list(s.rates), "labels": labels},
+    )
+    return train(job)
