@@ -360,28 +360,25 @@ def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tens
         so that ||q(P)||_2 <= kappa * max_{x in [-1, 1]} |q(x)| for any polynomial q.
     """
     depth, h, w = features.shape
-    n = h * w
+    n, device = h * w, features.device
     half = _offset_list(pair_offsets(radius, half=True))
-    half_shifts = [dy * w + dx for dy, dx in half]
-
-    # A[p, p + o]^beta = exp(-beta * mean_d |f_p - f_p+o|) ([affinity]), for one offset o of each
-    # pair (o, -o), zero where p + o leaves the image.
-    valid_half = _pair_valid(half, h, w, features.device).reshape(len(half), n)
-    distance = _mean_abs_diffs(features.reshape(depth, n), half_shifts)
-    weight_half = torch.exp(distance.mul_(-beta)).mul_(valid_half)
-
-    # The full stencil in lexicographic (dy, dx) order: mirrored offsets, the pixel itself,
-    # the half offsets. A is symmetric, so A[p, p - o] = A[p - o, p] is the half weight of
-    # offset o read at pixel p - o (a flat shift; pairs that wrap a row read a zero).
+    # The full stencil in lexicographic (dy, dx) order: the mirrored half offsets, the pixel
+    # itself, the half offsets. ``own`` selects the half offsets' rows.
     stencil = [(-dy, -dx) for dy, dx in reversed(half)] + [(0, 0)] + half
-    weights = features.new_zeros(len(stencil), n)
-    for k, s in enumerate(half_shifts):
-        mirror = len(half) - 1 - k
-        lo, hi = max(0, s), min(n, n + s)
-        if lo < hi:
-            weights[mirror, lo:hi] = weight_half[k, lo - s : hi - s]
-    weights[len(half)] = 1.0  # a_ii = 1
-    weights[len(half) + 1 :] = weight_half
+    own = slice(len(half) + 1, None)
+    shifts = torch.tensor([dy * w + dx for dy, dx in stencil], device=device)
+    valid = _pair_valid(stencil, h, w, device).reshape(len(stencil), n)  # (K+1, N)
+
+    # A[p, p + o]^beta = exp(-beta * mean_d |f_p - f_p+o|) ([affinity]) for the half offsets o.
+    distance = _mean_abs_diffs(features.reshape(depth, n), shifts[own].tolist())
+    half_weights = torch.exp(distance.mul_(-beta))
+    # A is symmetric: A[p, p - o] = A[p - o, p], the half weight of offset o read at pixel
+    # p - o (one gather from a zero-padded copy). Pairs leaving the image are zeroed below.
+    span = int(shifts.abs().max())
+    padded = F.pad(half_weights, (span, span))
+    mirrored = padded.gather(1, torch.arange(n, device=device) + (span - shifts[own]).unsqueeze(1))
+    ones = features.new_ones(1, n)  # a_ii = 1
+    weights = torch.cat([mirrored.flip(0), ones, half_weights]).mul_(valid)  # (K+1, N)
 
     degree = weights.sum(dim=0)  # d_j = sum_i A[i, j]: column sums, >= 1
     weights /= degree
@@ -390,13 +387,11 @@ def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tens
     # CSR rows are output pixels j; row j's columns j + s_o come in stencil order, which is
     # increasing column order (neighbours in row y + dy all precede those in row y + dy + 1).
     index_dtype = torch.int32 if n * len(stencil) < 2**31 else torch.int64  # int32 is faster
-    valid = _pair_valid(stencil, h, w, features.device).reshape(len(stencil), n).t()  # (N, K+1)
-    entries = torch.nonzero(valid.reshape(-1)).squeeze(1)  # the valid (j, o), row-major
-    shifts = torch.tensor([dy * w + dx for dy, dx in stencil], dtype=index_dtype, device=features.device)
-    columns = torch.arange(n, dtype=index_dtype, device=features.device).unsqueeze(1) + shifts  # j + s_o
+    entries = torch.nonzero(valid.t().reshape(-1)).squeeze(1)  # the valid (j, o), row-major
+    columns = torch.arange(n, dtype=index_dtype, device=device).unsqueeze(1) + shifts.to(index_dtype)
     columns = columns.reshape(-1).index_select(0, entries)
     values = weights.t().reshape(-1).index_select(0, entries)
-    row_starts = F.pad(valid.sum(dim=1).cumsum(0), (1, 0)).to(index_dtype)
+    row_starts = F.pad(valid.sum(dim=0).cumsum(0), (1, 0)).to(index_dtype)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         transition = torch.sparse_csr_tensor(row_starts, columns, values, (n, n), check_invariants=False)
