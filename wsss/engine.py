@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +89,19 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise WsssError(f"{path}: checkpoint not found; train the stage first or pass --checkpoint") from None
     except Exception as exc:
         raise WsssError(f"{path}: cannot load checkpoint ({exc}); delete it and re-run") from None
+
+
+def finished_model(path: Path, fingerprint: str) -> bool:
+    """True when ``path`` holds a final model trained with the settings of ``fingerprint``."""
+    return Path(path).exists() and load_checkpoint(Path(path)).get("fingerprint") == fingerprint
+
+
+def required_model(checkpoint: Optional[Path], default: Path, what: str, command: str) -> Path:
+    """The model file a stage reads: ``checkpoint`` if given, else the run's own; must exist."""
+    path = Path(checkpoint) if checkpoint else default
+    if not path.exists():
+        raise WsssError(f"{path}: {what} not found; run `wsss {command}` first or pass --checkpoint")
+    return path
 
 
 def load_model_weights(model: nn.Module, path: Path, kind: str) -> dict:

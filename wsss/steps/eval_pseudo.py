@@ -9,12 +9,10 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from ..cam import cam_to_label
 from ..errors import WsssError
 from ..io import load_mask, save_json
 from ..metrics import confusion_matrix, format_iou_table, segmentation_report
 from .common import RunContext
-from .make_cam import cam_dir, load_cam
 from .make_pseudo import pseudo_dir
 
 log = logging.getLogger("wsss")

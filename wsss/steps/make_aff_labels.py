@@ -21,7 +21,7 @@ from ..parallel import map_images
 from ..seeds import alpha_for_threshold, seed_labels
 from ..io import save_palette_png
 from .common import RunContext, claim_output_dir
-from .make_cam import cam_dir, load_cam
+from .make_cam import cam_dir, cam_settings, load_cam_with_image
 
 log = logging.getLogger("wsss")
 
@@ -72,10 +72,7 @@ class SeedLabeler:
 
     def __call__(self, index: int) -> None:
         image_id = self.voc.ids[index]
-        cams, keys = load_cam(self.cams / f"{image_id}.npz")
-        image = self.voc.load_image(index)
-        if cams.shape[1:] != image.shape[:2]:
-            raise WsssError(f"{self.cams / image_id}.npz: CAM size differs from its image; delete it and re-run make-cam")
+        cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
         refine = crf_refiner(self.ctx, image) if self.ctx.config.aff.seed_crf else None
         save_palette_png(self.out / f"{image_id}.png", seed_labels(cams, keys, *self.alphas, refine=refine))
 
@@ -85,9 +82,8 @@ def run(ctx: RunContext, split: Optional[str] = None) -> Path:
     voc = ctx.dataset(split)
     out = aff_label_dir(ctx, split)
     alphas = seed_alphas(ctx)
-    cams_settings = cam_dir(ctx, split) / "settings.json"
     claim_output_dir(out, {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
-                           "cams": json.loads(cams_settings.read_text()) if cams_settings.exists() else None})
+                           "cams": cam_settings(ctx, split)})
     todo = [i for i, image_id in enumerate(voc.ids) if not (out / f"{image_id}.png").exists()]
     if not todo:
         log.info("make-aff-labels: %s is complete, skipping", out)

@@ -7,6 +7,7 @@ so an interrupted run continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..cam import multiscale_cam, normalize_cam
-from ..engine import load_model_weights
+from ..engine import load_model_weights, required_model
 from ..errors import WsssError
 from ..io import load_npz, save_npz
 from ..engine import load_checkpoint
@@ -37,10 +38,28 @@ def load_cam(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data["cams"].astype(np.float32), data["keys"].astype(np.int64)
 
 
+def classifier_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
+    return required_model(checkpoint, model_path(ctx), "CAM classifier", "train-cam")
+
+
+def load_cam_with_image(folder: Path, voc, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(CAMs (K, H, W), keys (K,), image (H, W, 3)) of one image, checked to be the same size."""
+    path = folder / f"{voc.ids[index]}.npz"
+    cams, keys = load_cam(path)
+    image = voc.load_image(index)
+    if cams.shape[1:] != image.shape[:2]:
+        raise WsssError(f"{path}: CAM size differs from its image; delete it and re-run make-cam")
+    return cams, keys, image
+
+
+def cam_settings(ctx: RunContext, split: str, root: Optional[Path] = None) -> Optional[dict]:
+    """The settings the split's CAMs were made with (None before make-cam ran)."""
+    record = cam_dir(ctx, split, root) / "settings.json"
+    return json.loads(record.read_text()) if record.exists() else None
+
+
 def load_cam_model(ctx: RunContext, checkpoint: Optional[Path], class_names: list[str]):
-    path = Path(checkpoint) if checkpoint else model_path(ctx)
-    if not path.exists():
-        raise WsssError(f"{path}: CAM classifier not found; run `wsss train-cam` first or pass --checkpoint")
+    path = classifier_file(ctx, checkpoint)
     model = build_cam_net(ctx, len(class_names) - 1, pretrained=False)
     meta = load_model_weights(model, path, "cam")
     if meta.get("class_names") and meta["class_names"] != class_names:
@@ -54,9 +73,7 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     cfg = ctx.config
     voc = ctx.dataset(split, root)
     out = Path(out_dir) if out_dir else cam_dir(ctx, split, root)
-    weights = Path(checkpoint) if checkpoint else model_path(ctx)
-    if not weights.exists():
-        raise WsssError(f"{weights}: CAM classifier not found; run `wsss train-cam` first or pass --checkpoint")
+    weights = classifier_file(ctx, checkpoint)
     claim_output_dir(out, {"classifier": load_checkpoint(weights).get("fingerprint"), "scales": cfg.cam.scales,
                            "flip": cfg.cam.flip, "root": str(voc.root)})
     todo = [i for i in range(len(voc)) if not (out / f"{voc.ids[i]}.npz").exists()]

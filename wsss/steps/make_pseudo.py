@@ -12,7 +12,6 @@ dense CRF and arg-maxed. Written per image, atomically, as VOC-palette PNGs:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -23,15 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from ..affinity import random_walk
-from ..engine import load_model_weights
-from ..errors import WsssError
+from ..engine import load_checkpoint, load_model_weights, required_model
 from ..io import save_npz, save_palette_png
 from ..parallel import map_images
 from ..seeds import alpha_for_threshold, scores_to_labels, scores_with_background
-from ..engine import load_checkpoint
 from .common import RunContext, claim_output_dir, image_tensor
 from .make_aff_labels import best_cam_threshold, crf_refiner
-from .make_cam import cam_dir, load_cam
+from .make_cam import cam_dir, cam_settings, load_cam_with_image
 from .train_aff import build_affinity_net, model_path
 
 log = logging.getLogger("wsss")
@@ -54,10 +51,12 @@ def walk_alpha(ctx: RunContext) -> float:
     return alpha_for_threshold(min(0.95, best_cam_threshold(ctx) * walk.bg_factor))
 
 
+def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
+    return required_model(checkpoint, model_path(ctx), "AffinityNet", "train-aff")
+
+
 def load_affinity_model(ctx: RunContext, checkpoint: Optional[Path] = None):
-    path = Path(checkpoint) if checkpoint else model_path(ctx)
-    if not path.exists():
-        raise WsssError(f"{path}: AffinityNet not found; run `wsss train-aff` first or pass --checkpoint")
+    path = affinity_file(ctx, checkpoint)
     model = build_affinity_net(ctx, pretrained=False)
     load_model_weights(model, path, "affinity")
     return model.to(ctx.device).eval()
@@ -85,10 +84,7 @@ class PseudoLabeler:
 
     def __call__(self, index: int) -> None:
         cfg, image_id = self.ctx.config, self.voc.ids[index]
-        cams, keys = load_cam(self.cams / f"{image_id}.npz")
-        image = self.voc.load_image(index)
-        if cams.shape[1:] != image.shape[:2]:
-            raise WsssError(f"{self.cams / image_id}.npz: CAM size differs from its image; delete it and re-run make-cam")
+        cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
         scores = scores_with_background(cams, self.alpha)
         with torch.inference_mode():
             features = self.model(image_tensor(image, self.ctx.device)[None])[0]
@@ -110,15 +106,12 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     voc = ctx.dataset(split, root)
     out = pseudo_dir(ctx, split, root)
     alpha = walk_alpha(ctx)
-    weights = Path(checkpoint) if checkpoint else model_path(ctx)
-    if not weights.exists():
-        raise WsssError(f"{weights}: AffinityNet not found; run `wsss train-aff` first or pass --checkpoint")
+    weights = affinity_file(ctx, checkpoint)
     walk = ctx.config.walk
-    cams_settings = cam_dir(ctx, split, root) / "settings.json"
     claim_output_dir(out, {"affinity_net": load_checkpoint(weights).get("fingerprint"), "alpha": alpha,
                            "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
                            "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power, "scores": walk.save_scores,
-                           "cams": json.loads(cams_settings.read_text()) if cams_settings.exists() else None})
+                           "cams": cam_settings(ctx, split, root)})
     todo = [i for i, image_id in enumerate(voc.ids) if not (out / "rw" / f"{image_id}.png").exists()]
     if not todo:
         log.info("make-pseudo: %s is complete, skipping", out)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..affinity import affinity_from_features, affinity_loss, pair_labels, pair_offsets
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
-from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, seed_everything, train
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, finished_model, seed_everything, train
 from ..errors import WsssError
 from ..models.affinity_net import AffinityNet
 from ..models.backbone import build_backbone
@@ -76,7 +76,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-aff-labels` first")
     fingerprint = aff_fingerprint(ctx)
     final = model_path(ctx)
-    if final.exists() and load_checkpoint(final).get("fingerprint") == fingerprint:
+    if finished_model(final, fingerprint):
         log.info("train-aff: %s is complete, skipping", final)
         return final
     seed_everything(cfg.seed)

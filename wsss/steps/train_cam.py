@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..data.crops import AugmentedCrops
 from ..data.transforms import JointAugment
-from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, seed_everything, train
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, finished_model, seed_everything, train
 from ..models.backbone import build_backbone
 from ..models.classifier import CamNet
 from .common import RunContext
@@ -57,7 +57,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         raise WsssError(f"{voc.root}: no image of split {voc.split!r} has a label; a classifier cannot learn from that")
     fingerprint = cam_fingerprint(ctx, voc.class_names)
     final = model_path(ctx)
-    if final.exists() and load_checkpoint(final).get("fingerprint") == fingerprint:
+    if finished_model(final, fingerprint):
         log.info("train-cam: %s is complete, skipping", final)
         return final
     seed_everything(cfg.seed)

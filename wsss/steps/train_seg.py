@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
-from ..engine import FINAL_NAME, TrainJob, config_fingerprint, load_checkpoint, seed_everything, train
+from ..engine import FINAL_NAME, TrainJob, config_fingerprint, finished_model, seed_everything, train
 from ..errors import WsssError
 from ..io import IGNORE_INDEX
 from ..models.backbone import build_backbone
@@ -63,7 +63,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
                                       "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
                                       "split": split, "seed": cfg.seed})
     final = model_path(ctx, labels)
-    if final.exists() and load_checkpoint(final).get("fingerprint") == fingerprint:
+    if finished_model(final, fingerprint):
         log.info("train-seg: %s is complete, skipping", final)
         return final
     seed_everything(cfg.seed)
