@@ -85,3 +85,25 @@ def test_predictor_rejects_other_checkpoints(tmp_path):
     torch.save({"kind": "cam", "model": {}, "meta": {}}, bogus)
     with pytest.raises(WsssError, match="not a segmentation model"):
         Predictor(bogus)
+
+
+def test_tiny_model_beats_chance(gt_model, tiny_dataset):
+    """The trained network segments held-out images far better than the best constant guess."""
+    from wsss.metrics import confusion_matrix, segmentation_report
+
+    run_dir, _ = gt_model
+    val = VocDataset(tiny_dataset, "val")
+    predictor = Predictor(run_dir / "seg_gt" / "model.pt", device="cpu")
+    model_conf = np.zeros((val.num_classes,) * 2, dtype=np.int64)
+    chance_conf = np.zeros_like(model_conf)
+    for index in range(len(val)):
+        image = val.load_image(index)
+        gt = val.load_mask(index)
+        model_conf += confusion_matrix(predictor.predict(image), gt, val.num_classes)
+        chance_conf += confusion_matrix(np.zeros_like(gt), gt, val.num_classes)  # all background
+    model = segmentation_report(model_conf, val.class_names)
+    chance = segmentation_report(chance_conf, val.class_names)["miou"]
+    assert model["miou"] >= chance + 10, (model["miou"], chance)
+    # Not just background: most object classes are found.
+    found = [name for name, iou in model["per_class_iou"].items() if name != "background" and (iou or 0) > 10]
+    assert len(found) >= 3, model["per_class_iou"]

@@ -8,6 +8,7 @@ Heads:
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -25,8 +26,12 @@ class ASPPv2(nn.Module):
         self.branches = nn.ModuleList(
             nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in rates
         )
+        # Zero initialisation: the summed branches see 4 * 9 * D inputs (46k for Lite's 1280
+        # channels), so DeepLab's N(0, 0.01) start gives logits of std ~4 whose random
+        # gradients wreck the pretrained backbone before the head has learned anything. From
+        # zero, the first steps train the head alone (the backbone's gradient is W^T dL/dz = 0).
         for conv in self.branches:
-            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +60,11 @@ class SegNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         channels = backbone.channels[-1]
+        # The backbone's last level is ReLU6 output (mean ~0.4, not centred). A linear head on
+        # non-centred inputs of fan-in 4 * 9 * 1280 has one huge curvature direction, which
+        # caps the stable learning rate; normalising each image's features first (GroupNorm,
+        # no parameters, the same in training and inference) lets the head learn ~5x faster.
+        self.normalize = nn.GroupNorm(math.gcd(32, channels), channels, affine=False)
         if head == "aspp":
             self.head = ASPPv2(channels, num_classes, rates)
         elif head == "largefov":
@@ -63,7 +73,7 @@ class SegNet(nn.Module):
             raise ValueError(f"unknown head {head!r}; use aspp or largefov")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images)[-1])
+        return self.head(self.normalize(self.backbone(images)[-1]))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"pretrained": list(self.backbone.parameters()), "new": list(self.head.parameters())}
