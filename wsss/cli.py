@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--data-root", type=Path, help="the run's dataset, when data.root of its config does not reach it")
     p.add_argument("--images", nargs="+", default=None, metavar="ID",
-                   help="image ids to show in the gallery besides best/median/worst (default: the first two)")
+                   help="image ids to show in the gallery besides best/median/worst (default: two spread over the split)")
     p.add_argument("--device", default="cpu", help="device for the segmentation model's gallery predictions")
 
     p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")

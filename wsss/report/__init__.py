@@ -21,7 +21,7 @@ def build_report(run_dir: str | Path, output: Optional[str | Path] = None, data_
     """Write the report of ``run_dir`` (to ``<run_dir>/report.html`` unless ``output``); returns its path.
 
     Reads the run directory only; ``images`` names image ids to show in the gallery besides the
-    best, median and worst ones (default: the first two of each split).
+    best, median and worst ones (default: two evenly spaced ids of each split).
     """
     run = RunData(Path(run_dir), Path(data_root) if data_root else None)
     html = render(run, images, device)

@@ -1,7 +1,7 @@
 """The report's gallery: sample images of a split with every stage's output side by side.
 
 Rows are the best, median and worst image by per-image mIoU of the run's final pseudo labels
-(when the split has masks), plus fixed images (the first ids of the split, or ones the user
+(when the split has masks), plus fixed images (evenly spaced ids of the split, or ones the user
 names) so that reports of different runs show the same pictures. Each row shows the image, the
 CAM heat map of every labelled class, the CAM segmentation at the best background threshold, the
 random walk's labels, the labels after the CRF, the segmentation network's prediction and the
@@ -204,7 +204,10 @@ class GalleryBuilder:
 
     def build(self, fixed: list[str], num_fixed: int = 2) -> Gallery:
         ranked_by, scores = self.scores()
-        wanted = [i for i in fixed if i in self.voc.ids] if fixed else self.voc.ids[:num_fixed]
+        ids = self.voc.ids
+        # default fixed samples: evenly spaced through the split (ids are often grouped by theme)
+        wanted = [i for i in fixed if i in ids] if fixed else list(dict.fromkeys(ids[k * len(ids) // num_fixed]
+                                                                                 for k in range(num_fixed)))
         missing = [i for i in fixed if i not in self.voc.ids]
         rows = [self.row(image_id, reasons, scores.get(image_id)) for image_id, reasons in pick_rows(self.voc.ids, scores, wanted)]
         columns = list(dict.fromkeys(title for row in rows for title in row.cells))

@@ -286,8 +286,9 @@ def gallery_html(gallery: Gallery, class_names: list[str]) -> str:
             tiles = row.cells.get(column) or [Tile("", mark="not run")]
             html = "".join(tile_html(t, row.image_id, size) for t in tiles)
             if i == 0:
-                html = (f'<div class="row-head"><b>{escape(row.image_id)}</b><br>{escape(", ".join(row.reasons))}{score}</div>'
-                        + html + legend(class_names, row.classes))
+                html = f'<div class="row-head"><b>{escape(row.image_id)}</b><br>{escape(", ".join(row.reasons))}{score}</div>' + html
+            if i == len(gallery.columns) - 1:  # the classes of this row's label maps, under its ground truth
+                html += legend(class_names, row.classes)
             cells.append(f"<td>{html}</td>")
         body.append(f'<tr data-image="{escape(row.image_id)}">' + "".join(cells) + "</tr>")
     parts.append(f'<div class="gallery-box"><table class="gallery" data-split="{escape(gallery.split)}">'
