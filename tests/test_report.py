@@ -28,7 +28,9 @@ PAGE_STATE = """(() => ({
     id: s.dataset.plot, marks: s.querySelectorAll('.mark').length,
     width: s.getBoundingClientRect().width, height: s.getBoundingClientRect().height})),
   images: [...document.images].map(i => ({alt: i.alt, loaded: i.complete && i.naturalWidth > 0})),
-  galleryRows: document.querySelectorAll('table.gallery tbody tr').length,
+  galleries: [...document.querySelectorAll('table.gallery')].map(t => ({
+    split: t.dataset.split, rows: t.tBodies[0].rows.length, images: t.querySelectorAll('img').length,
+    marks: [...t.querySelectorAll('.tile-missing')].map(m => m.textContent)})),
   sectionErrors: document.querySelectorAll('.section-error').length,
   text: document.body.innerText,
 }))()"""
@@ -77,12 +79,17 @@ def test_wsss_run_writes_a_report_that_loads_in_chromium(pseudo_run, tmp_path, b
     plots = {p["id"]: p for p in state["plots"]}
     assert {"per-class-train", "per-class-val", "threshold-sweep", "loss-cam", "loss-aff", "loss-seg"} <= set(plots)
     assert all(p["marks"] > 0 and p["width"] > 100 and p["height"] > 100 for p in plots.values()), plots
-    # every picture decoded: 5 rows (best, median, worst, 2 fixed; fewer if they coincide) of the image,
-    # a CAM per labelled class, CAM@t, RW, RW+CRF, segmentation and ground truth
+    # every picture decoded
     images = state["images"]
     assert len(images) == html.count("<img ") and all(i["loaded"] for i in images), [i for i in images if not i["loaded"]]
-    assert state["galleryRows"] >= 3 and len(images) >= 6 * state["galleryRows"]
-    assert "Segmentation network" in state["text"] and NOT_RUN not in state["text"].split("Gallery")[-1]
+    galleries = {g["split"]: g for g in state["galleries"]}
+    assert set(galleries) == {"train", "val"}
+    # train: best, median, worst, 2 fixed (fewer if they coincide), each with the image, a CAM per
+    # labelled class, CAM@t, RW, RW+CRF, the segmentation network and the ground truth
+    train, val = galleries["train"], galleries["val"]
+    assert train["rows"] >= 3 and train["images"] >= 6 * train["rows"] and train["marks"] == []
+    # val has only the segmentation network: image, its prediction, ground truth; CAM/RW marked
+    assert val["rows"] >= 3 and val["images"] == 3 * val["rows"] and val["marks"] == [NOT_RUN] * 4 * val["rows"]
 
     shot = tmp_path / "report.png"
     width, height = browser.screenshot(shot)

@@ -29,6 +29,7 @@ from .run_data import RunData
 log = logging.getLogger("wsss")
 
 THUMB_LONG_SIDE = 200
+SEG_RANK_LIMIT = 60  # images the segmentation network predicts to rank a split it alone covers
 JPEG_QUALITY = 82
 
 # Heat-map colour ramp (blue -> cyan -> yellow -> red), control points at 0, 1/3, 2/3, 1.
@@ -157,6 +158,7 @@ class GalleryBuilder:
         self.threshold = self._cam_threshold()
         self.device = device
         self._predictors: dict[str, object] = {}
+        self._segmented: dict[tuple[str, int], np.ndarray] = {}
 
     def _cam_threshold(self) -> Optional[float]:
         """The background threshold eval-cam found best (on this split, else on any)."""
@@ -176,31 +178,49 @@ class GalleryBuilder:
     def scores(self) -> tuple[str, dict[str, float]]:
         """(what was scored, {id: per-image mIoU}) over the split's images with an object; empty
         without masks or outputs. Background-only images are left out: an all-background
-        prediction scores 100 there and would always be "best" while showing nothing."""
+        prediction scores 100 there and would always be "best" while showing nothing.
+
+        The label maps on disk are scored (pseudo labels, else CAMs at the best threshold); a split
+        with neither (e.g. val, where only the segmentation network ran) is ranked by that
+        network's single-scale predictions on up to ``SEG_RANK_LIMIT`` evenly spaced images.
+        """
         if not self.voc.has_masks:
             return "", {}
+        with_objects = [i for i in range(len(self.voc)) if self.voc.labels[i].any()] or list(range(len(self.voc)))
         name, folder = self.final_labels()
         if folder is not None:
-            load = lambda image_id: load_mask(folder / f"{image_id}.png")  # noqa: E731
+            load = lambda image_id, index: load_mask(folder / f"{image_id}.png")  # noqa: E731
             exists = lambda image_id: (folder / f"{image_id}.png").exists()  # noqa: E731
         elif self.threshold is not None and self.cam_dir.is_dir():
             name = f"CAM @ {self.threshold:.2f}"
 
-            def load(image_id: str) -> np.ndarray:
+            def load(image_id: str, index: int) -> np.ndarray:
                 data = load_npz(self.cam_dir / f"{image_id}.npz")
                 return cam_to_label(data["cams"].astype(np.float32), data["keys"], self.threshold)
 
             exists = lambda image_id: (self.cam_dir / f"{image_id}.npz").exists()  # noqa: E731
+        elif self.predictor("seg") is not None:
+            step = max(1, -(-len(with_objects) // SEG_RANK_LIMIT))
+            with_objects = with_objects[::step]
+            name = f"the segmentation network (single-scale; {len(with_objects)} of {len(self.voc)} images)"
+            load = lambda image_id, index: self.segment(index)  # noqa: E731
+            exists = lambda image_id: True  # noqa: E731
         else:
             return "", {}
         scores = {}
-        with_objects = [i for i in range(len(self.voc)) if self.voc.labels[i].any()] or list(range(len(self.voc)))
         for index in with_objects:
             image_id = self.voc.ids[index]
             if exists(image_id):
-                pred = load(image_id)
+                pred = load(image_id, index)
                 scores[image_id] = image_miou(pred, self.voc.load_mask(index, pred.shape), self.voc.num_classes)
         return name, scores
+
+    def segment(self, index: int, kind: str = "seg") -> np.ndarray:
+        """The segmentation network's single-scale prediction of one image (computed once)."""
+        key = (kind, index)
+        if key not in self._segmented:
+            self._segmented[key] = self.predictor(kind).predict(self.voc.load_image(index))
+        return self._segmented[key]
 
     def build(self, fixed: list[str], num_fixed: int = 2) -> Gallery:
         ranked_by, scores = self.scores()
@@ -267,18 +287,20 @@ class GalleryBuilder:
         for kind, title in (("seg", "Segmentation network"), ("seg_gt", "Segmentation (GT-trained)")):
             if kind == "seg_gt" and not (self.run.run_dir / kind / "model.pt").exists():
                 continue  # the upper bound is optional: no column when it was never trained
-            predictor = self.predictor(kind)
-            cells[title] = [scored("single-scale", predictor.predict(image)) if predictor is not None
+            cells[title] = [scored("single-scale", self.segment(index, kind)) if self.predictor(kind) is not None
                             else Tile("", mark="not run")]
         cells["Ground truth"] = [label_tile("", gt) if gt is not None else Tile("", mark="no ground truth")]
         return GalleryRow(image_id, reasons, cells, present_classes(*label_maps), score)
 
 
 def build_galleries(run: RunData, images: Optional[list[str]] = None, device: str = "cpu") -> tuple[list[Gallery], list[str]]:
-    """(galleries of every split with CAMs or pseudo labels, notes on splits that got none)."""
+    """(galleries of every split with CAMs or pseudo labels, and of the val split when the
+    segmentation network was trained; notes on splits that got none)."""
     galleries, notes = [], []
+    val = run.section("data").get("val_split")
     for split in run.splits():
-        if not ((run.run_dir / "cams" / split).is_dir() or (run.run_dir / "pseudo" / split).is_dir()):
+        made = (run.run_dir / "cams" / split).is_dir() or (run.run_dir / "pseudo" / split).is_dir()
+        if not (made or (split == val and (run.run_dir / "seg" / "model.pt").exists())):
             continue
         try:
             galleries.append(GalleryBuilder(run, split, device).build(list(images or [])))
