@@ -6,7 +6,7 @@ STAMP := $(VENV)/.wsss-installed
 # torch is installed first and held by a constraint so no later step can swap in a newer (CUDA) build.
 CONSTRAINTS := $(VENV)/constraints.txt
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv browser clean
 
 venv: $(STAMP)
 
@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/wsss run --config configs/demo.yaml --run-dir runs/demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q tests
+# The report test opens a run's report.html in headless Chromium (Debian's package); under
+# `make test` it must run, not skip (WSSS_REQUIRE_BROWSER=1).
+test: $(STAMP) browser
+	WSSS_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests
+
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo -n ); \
+		echo "installing chromium for the report test (apt-get)"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium </dev/null; \
+	fi
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -1,8 +1,11 @@
 import os
+import shutil
 
 import pytest
 import torch
+from tiny_run import write_config
 
+from wsss.cli import main
 from wsss.data.demo import generate_demo_dataset
 
 # Two cores: keep torch from oversubscribing when tests run beside other work.
@@ -14,3 +17,30 @@ def tiny_dataset(tmp_path_factory):
     """A generated VOC-layout dataset: 32 train + 8 val images of 80x80 pixels."""
     root = tmp_path_factory.mktemp("tiny") / "data"
     return generate_demo_dataset(root, num_train=32, num_val=8, image_size=80, seed=1)
+
+
+@pytest.fixture(scope="session")
+def cam_run(tmp_path_factory, tiny_dataset):
+    """train-cam -> make-cam -> eval-cam through the CLI; later tests copy the run and go on."""
+    tmp_path = tmp_path_factory.mktemp("cam_run")
+    config = write_config(tmp_path, tiny_dataset)
+    run_dir = tmp_path / "run"
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["train-cam", *common]) == 0
+    assert main(["make-cam", *common, "--split", "train"]) == 0
+    assert main(["eval-cam", *common, "--split", "train"]) == 0
+    return tmp_path, config, run_dir
+
+
+@pytest.fixture(scope="session")
+def pseudo_run(cam_run, tmp_path_factory):
+    """A copy of ``cam_run`` gone on through make-aff-labels -> train-aff -> make-pseudo -> eval-pseudo."""
+    _, config, cam_run_dir = cam_run
+    run_dir = tmp_path_factory.mktemp("pseudo_run") / "run"
+    shutil.copytree(cam_run_dir, run_dir)
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["make-aff-labels", *common]) == 0
+    assert main(["train-aff", *common]) == 0
+    assert main(["make-pseudo", *common, "--split", "train"]) == 0
+    assert main(["eval-pseudo", *common, "--split", "train"]) == 0
+    return config, run_dir

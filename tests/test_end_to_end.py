@@ -5,40 +5,9 @@ import os
 import shutil
 
 import numpy as np
-import pytest
-import yaml
+from tiny_run import write_config  # noqa: F401 - also imported from here by other test modules
 
 from wsss.cli import main
-
-
-def write_config(tmp_path, root, **cam):
-    """A tiny config: the whole pipeline runs in well under a minute per stage on 2 cores."""
-    config = {
-        "name": "tiny", "seed": 0, "device": "cpu",
-        "data": {"root": str(root)},
-        "backbone": {"name": "efficientnet_lite0", "pretrained": True},
-        "cam": {"output_stride": 16, "epochs": 6, "batch_size": 8, "lr": 0.01, "resize_long": [72, 96],
-                "crop_size": 80, "scales": [1.0, 1.5], "flip": True, "eval_splits": ["train"], **cam},
-        "aff": {"output_stride": 16, "seeds": "auto", "epochs": 3, "batch_size": 8, "lr": 0.05,
-                "resize_long": [72, 96], "crop_size": 80},
-        "walk": {"beta": 8, "steps": 32, "alpha": None, "crf": True, "eval_splits": ["train"]},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def cam_run(tmp_path_factory, tiny_dataset):
-    """train-cam -> make-cam -> eval-cam through the CLI; later tests copy the run and go on."""
-    tmp_path = tmp_path_factory.mktemp("cam_run")
-    config = write_config(tmp_path, tiny_dataset)
-    run_dir = tmp_path / "run"
-    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
-    assert main(["train-cam", *common]) == 0
-    assert main(["make-cam", *common, "--split", "train"]) == 0
-    assert main(["eval-cam", *common, "--split", "train"]) == 0
-    return tmp_path, config, run_dir
 
 
 def test_train_make_eval_cam(cam_run, tiny_dataset, capsys):
@@ -124,28 +93,21 @@ def test_bad_config_key_is_a_clear_error(tmp_path, tiny_dataset, capsys):
     assert "cam.epoch: unknown key" in capsys.readouterr().err
 
 
-def test_affinity_walk_and_pseudo_labels(cam_run, tmp_path, tiny_dataset):
-    _, config, cam_run_dir = cam_run
-    run_dir = tmp_path / "run"
-    shutil.copytree(cam_run_dir, run_dir)
-    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
-    assert main(["make-aff-labels", *common]) == 0
+def test_affinity_walk_and_pseudo_labels(pseudo_run):
+    _, run_dir = pseudo_run  # make-aff-labels -> train-aff -> make-pseudo -> eval-pseudo, in conftest.py
     seeds = sorted((run_dir / "aff_labels" / "train").glob("*.png"))
     assert len(seeds) == 32
     from PIL import Image
 
     seed_map = np.asarray(Image.open(seeds[0]))
     assert set(np.unique(seed_map)) <= {0, 1, 2, 3, 4, 5, 255}
-    assert main(["train-aff", *common]) == 0
     log = [json.loads(line) for line in (run_dir / "aff" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 * 4 and all(r["bg_pos_count"] > 0 for r in log)
-    assert main(["make-pseudo", *common, "--split", "train"]) == 0
     for kind in ("rw", "rw_crf"):
         pngs = sorted((run_dir / "pseudo" / "train" / kind).glob("*.png"))
         assert len(pngs) == 32
         img = Image.open(pngs[0])
         assert img.mode == "P" and img.size == (80, 80)
-    assert main(["eval-pseudo", *common, "--split", "train"]) == 0
     result = json.loads((run_dir / "eval" / "pseudo_train.json").read_text())["results"]
     cam_miou = json.loads((run_dir / "eval" / "cam_train.json").read_text())["miou"]
     # the walk propagates from the CAMs: its labels must score in the same league or better

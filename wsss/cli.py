@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of `wsss run` (read only)")
+    p.add_argument("--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
+    p.add_argument("--data-root", type=Path, help="the run's dataset, when data.root of its config does not reach it")
+    p.add_argument("--images", nargs="+", default=None, metavar="ID",
+                   help="image ids to show in the gallery besides best/median/worst (default: two spread over the split)")
+    p.add_argument("--device", default="cpu", help="device for the segmentation model's gallery predictions")
+
     p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--num-train", type=int, default=96)
@@ -148,6 +156,12 @@ def _dispatch(args) -> int:
         written = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
                               args.crf, progress=not args.no_progress)
         print(f"{len(written)} mask(s) written to {args.output}")
+        return 0
+
+    if args.command == "report":
+        from .steps import report
+
+        print(f"report: {report.run(args.run_dir, args.output, args.data_root, args.images, args.device)}")
         return 0
 
     ctx = _context(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -134,7 +135,21 @@ def run_info(seed: int, device: torch.device) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "command": " ".join(sys.argv),
+        **hardware_info(),
     }
+
+
+def hardware_info() -> dict:
+    """The machine, for the report: host, CPU model and cores, memory (None where unknown)."""
+    cpu_model = memory_gib = None
+    try:
+        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("model name")), None)
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {"hostname": platform.node() or None, "cpu_model": cpu_model, "cpu_count": os.cpu_count(),
+            "memory_gib": memory_gib}
 
 
 def add_file_logging(path: Path) -> None:

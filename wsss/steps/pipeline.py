@@ -10,6 +10,7 @@ import logging
 import time
 
 from . import eval_cam, eval_pseudo, eval_seg, make_aff_labels, make_cam, make_pseudo, train_aff, train_cam, train_seg
+from . import report
 from .common import RunContext
 
 log = logging.getLogger("wsss")
@@ -37,6 +38,8 @@ def run(ctx: RunContext) -> dict:
         result = fn(*args, **kwargs)
         timings[name] = round(time.perf_counter() - start, 2)
         log.info("%s done in %.1f s", name, timings[name])
+        # recorded as each stage ends, so a run that stops later still shows where its time went
+        ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), name: timings[name]})
         return result
 
     timed("train-cam", train_cam.run, ctx)
@@ -63,4 +66,7 @@ def run(ctx: RunContext) -> dict:
     ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), **timings})
     summary = ctx.summary()
     print("\n" + stage_table(summary))
+    path = report.run_safely(ctx.run_dir)  # logs and returns None on failure: the results above stay
+    if path is not None:
+        print(f"report: {path}")
     return summary

@@ -1,0 +1,336 @@
+"""Reading what a run directory holds, tolerantly: any stage may be missing or newer than this code.
+
+A run directory (see ``steps.common.RunContext``) has ``config.yaml``, ``run_info.json``,
+``summary.json`` (metrics per ``<stage>/<split>`` key, ``timings_s``), ``eval/*.json`` (per-class
+IoU, threshold sweeps, per-variant scores), ``<stage>/train_log.jsonl`` for every trained model,
+``cams/<split>/`` and ``pseudo/<split>/{rw,rw_crf}/``. The metric table is built from
+``summary.json`` alone, so a stage added later (SSNet, saliency) shows up without code changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..data.voc import VocDataset
+from ..errors import WsssError
+
+# summary.json keys that hold no metrics
+NON_METRIC_KEYS = {"timings_s"}
+
+# Titles and order of the stages this code knows; others follow in summary order, titled by key.
+STAGE_TITLES = {
+    "cam": "CAM (best background threshold)",
+    "rw": "CAM + random walk (AffinityNet)",
+    "rw_crf": "CAM + random walk + dense CRF",
+    "seg": "Segmentation network (pseudo labels)",
+    "seg_gt": "Segmentation network (ground truth, upper bound)",
+}
+
+# How each metric key reads in a table cell: (label, format); unknown keys print as key=value.
+METRIC_FORMATS = {
+    "miou": ("mIoU", "{:.2f}"),
+    "best_threshold": ("bg threshold", "{:.2f}"),
+    "mae": ("MAE", "{:.3f}"),
+    "max_f": ("max F", "{:.3f}"),
+    "pixel_accuracy": ("pixel acc.", "{:.2f}"),
+}
+
+NOT_RUN = "not run"
+NO_GROUND_TRUTH = "no ground truth"
+
+
+@dataclass
+class MetricRow:
+    """One stage of the metric table: ``cells`` maps a split to its metrics or to a mark."""
+
+    stage: str
+    title: str
+    cells: dict[str, dict | str] = field(default_factory=dict)
+
+
+def read_json(path: Path, default=None):
+    """A JSON file's content, ``default`` when it is missing; a damaged file is a WsssError naming it."""
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WsssError(f"{path}: damaged JSON ({exc}); re-run the stage that writes it") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines log; a line cut short by a kill is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def metric_entries(summary: dict) -> dict[str, dict]:
+    """Flatten summary.json into {"<stage>/<split>": {metric: value}}.
+
+    An entry is any mapping with at least one number; nested mappings (e.g. ``{"ssnet":
+    {"stage2/val": {...}}}``) are joined into the key with "/".
+    """
+    entries: dict[str, dict] = {}
+
+    def visit(key: str, value) -> None:
+        if not isinstance(value, dict):
+            return
+        metrics = {k: v for k, v in value.items() if not isinstance(v, dict)}
+        if any(is_number(v) for v in metrics.values()):
+            entries[key] = metrics
+        for child_key, child in value.items():
+            if isinstance(child, dict):
+                visit(f"{key}/{child_key}", child)
+
+    for key, value in summary.items():
+        if key not in NON_METRIC_KEYS and not key.startswith("_"):
+            visit(key, value)
+    return entries
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """"rw_crf/train" -> ("rw_crf", "train"); a key without a split -> (key, "")."""
+    stage, _, split = key.rpartition("/")
+    return (stage, split) if stage else (key, "")
+
+
+def format_metrics(metrics: dict) -> list[tuple[str, str]]:
+    """(label, text) pairs for a table cell, known metrics first in a fixed order."""
+    ordered = [k for k in METRIC_FORMATS if k in metrics] + [k for k in metrics if k not in METRIC_FORMATS]
+    out = []
+    for key in ordered:
+        value = metrics[key]
+        if key in METRIC_FORMATS and is_number(value):
+            label, fmt = METRIC_FORMATS[key]
+            out.append((label, fmt.format(value)))
+        elif is_number(value):
+            out.append((key, f"{value:.4g}"))
+        elif isinstance(value, str) and value:
+            out.append((key, value))
+    return out
+
+
+def stage_title(stage: str) -> str:
+    if stage in STAGE_TITLES:
+        return STAGE_TITLES[stage]
+    base, _, variant = stage.partition(": ")
+    if variant and base in STAGE_TITLES:
+        return f"{STAGE_TITLES[base]}: {variant}"
+    return stage.replace("_", " ").replace("/", " / ")
+
+
+class RunData:
+    """Everything the report shows, read from one run directory (nothing is written there)."""
+
+    def __init__(self, run_dir: Path, data_root: Optional[Path] = None):
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise WsssError(f"{self.run_dir}: run directory not found; pass the --run-dir of a `wsss run`")
+        config_path = self.run_dir / "config.yaml"
+        self.config: dict[str, Any] = {}
+        if config_path.exists():
+            try:
+                self.config = yaml.safe_load(config_path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise WsssError(f"{config_path}: not valid YAML ({exc})") from None
+        self.summary: dict = read_json(self.run_dir / "summary.json", {})
+        if not self.config and not self.summary:
+            raise WsssError(f"{self.run_dir}: neither config.yaml nor summary.json here; is this a run directory?")
+        self.run_info: dict = read_json(self.run_dir / "run_info.json", {})
+        self.evals: dict[str, dict] = {p.stem: read_json(p, {}) for p in sorted((self.run_dir / "eval").glob("*.json"))}
+        self.train_logs: dict[str, list[dict]] = {
+            p.parent.name: read_jsonl(p) for p in sorted(self.run_dir.glob("*/train_log.jsonl"))
+        }
+        self.data_root = self._find_data_root(data_root)
+        self._datasets: dict[str, Optional[VocDataset]] = {}
+
+    # --- config and dataset -------------------------------------------------------------------------
+    def section(self, name: str) -> dict:
+        value = self.config.get(name)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.run_dir.name)
+
+    def _find_data_root(self, override: Optional[Path]) -> Optional[Path]:
+        """The dataset root: --data-root, else data.root as written, relative to the working directory,
+        the project the run directory lives in (``<project>/runs/<name>``), or the run directory."""
+        if override is not None:
+            if not Path(override).is_dir():
+                raise WsssError(f"{override}: --data-root not found; point it at the run's VOC-layout dataset")
+            return Path(override)
+        root = self.section("data").get("root")
+        if not root:
+            return None
+        root = Path(root)
+        candidates = [root] if root.is_absolute() else [root, self.run_dir.parent.parent / root, self.run_dir / root]
+        for candidate in candidates:
+            if (candidate / "ImageSets").is_dir():
+                return candidate.resolve()
+        return None
+
+    def dataset(self, split: str) -> Optional[VocDataset]:
+        """The split's dataset, None when the data or the split cannot be found."""
+        if split not in self._datasets:
+            self._datasets[split] = None
+            if self.data_root is not None:
+                try:
+                    self._datasets[split] = VocDataset(self.data_root, split, labels=self.section("data").get("labels", "auto"))
+                except WsssError:
+                    pass
+        return self._datasets[split]
+
+    def has_ground_truth(self, split: str) -> Optional[bool]:
+        """True/False when the split's masks were checked, None when the dataset is not reachable."""
+        voc = self.dataset(split)
+        return None if voc is None else voc.has_masks
+
+    def splits(self) -> list[str]:
+        """The splits this run touched: config's train/val first, then any other with outputs or metrics."""
+        data = self.section("data")
+        found = [data.get("train_split") or "train"]
+        if data.get("val_split"):
+            found.append(data["val_split"])
+        for key in metric_entries(self.summary):
+            found.append(split_key(key)[1])
+        for folder in ("cams", "pseudo"):
+            if (self.run_dir / folder).is_dir():
+                found += sorted(p.name for p in (self.run_dir / folder).iterdir() if p.is_dir())
+        return list(dict.fromkeys(s for s in found if s))
+
+    # --- metrics ------------------------------------------------------------------------------------
+    def expected_stages(self) -> list[tuple[str, str]]:
+        """(stage, split) pairs the config asks the AffinityNet pipeline to score."""
+        data, cam, walk = self.section("data"), self.section("cam"), self.section("walk")
+        expected = [("cam", s) for s in cam.get("eval_splits", [])]
+        for split in walk.get("eval_splits", []):
+            expected.append(("rw", split))
+            if walk.get("crf", True):
+                expected.append(("rw_crf", split))
+        if data.get("val_split") and "seg" in self.config:
+            expected.append(("seg", data["val_split"]))
+        return expected
+
+    def metric_rows(self) -> tuple[list[str], list[MetricRow]]:
+        """(split columns, rows) of the metric table.
+
+        Rows come from summary.json; a stage whose eval file scores several variants (the
+        segmentation network single/multi-scale, +/- CRF) gets one row per variant. A stage the
+        config expects but summary.json lacks is marked "not run", or "no ground truth" when its
+        split has no masks to score against.
+        """
+        rows: dict[str, MetricRow] = {}
+        for key, metrics in metric_entries(self.summary).items():
+            stage, split = split_key(key)
+            variants = self.eval_variants(stage, split)
+            if variants:
+                for variant, miou in variants.items():
+                    name = f"{stage}: {variant}"
+                    rows.setdefault(name, MetricRow(name, stage_title(name))).cells[split] = {"miou": miou}
+            else:
+                rows.setdefault(stage, MetricRow(stage, stage_title(stage))).cells[split] = metrics
+        for stage, split in self.expected_stages():
+            family = [r for r in rows.values() if r.stage == stage or r.stage.startswith(f"{stage}: ")]
+            if any(split in r.cells for r in family):
+                continue
+            for row in family or [rows.setdefault(stage, MetricRow(stage, stage_title(stage)))]:
+                row.cells[split] = NO_GROUND_TRUTH if self.has_ground_truth(split) is False else NOT_RUN
+        # outputs made on a split without masks: say why they have no score
+        for split in self.splits():
+            if self.has_ground_truth(split) is False:
+                for stage, folder in (("cam", self.run_dir / "cams" / split), ("rw", self.run_dir / "pseudo" / split / "rw"),
+                                      ("rw_crf", self.run_dir / "pseudo" / split / "rw_crf")):
+                    if folder.is_dir():
+                        rows.setdefault(stage, MetricRow(stage, stage_title(stage))).cells.setdefault(split, NO_GROUND_TRUTH)
+        order = list(STAGE_TITLES)
+        ranked = sorted(rows.values(), key=lambda r: (order.index(r.stage.split(": ")[0]) if r.stage.split(": ")[0] in order
+                                                      else len(order), list(rows).index(r.stage)))
+        columns = [s for s in self.splits() if any(s in r.cells for r in ranked)]
+        if any("" in r.cells for r in ranked):
+            columns.append("")
+        return columns, ranked
+
+    def eval_variants(self, stage: str, split: str) -> dict[str, float]:
+        """{variant: mIoU} when ``eval/<stage>_<split>.json`` scores several variants, else {}."""
+        result = self.evals.get(f"{stage.replace('/', '_')}_{split}", {})
+        miou = result.get("miou") if isinstance(result, dict) else None
+        if isinstance(miou, dict) and all(is_number(v) for v in miou.values()):
+            return dict(miou)
+        return {}
+
+    def per_class_series(self) -> dict[str, tuple[list[str], dict[str, list[Optional[float]]]]]:
+        """{split: (class names, {series: IoU per class})} from every eval file with per-class IoU."""
+        charts: dict[str, tuple[list[str], dict[str, list[Optional[float]]]]] = {}
+        for stem, result in self.evals.items():
+            per_class = result.get("per_class_iou") if isinstance(result, dict) else None
+            if not isinstance(per_class, dict) or not per_class:
+                continue
+            split = str(result.get("split") or stem.rpartition("_")[2])
+            kind = stem[: -len(split) - 1] if stem.endswith(f"_{split}") else stem
+            if all(isinstance(v, dict) for v in per_class.values()):
+                columns = {(name if kind in ("pseudo", "cam") else f"{kind} {name}"): v for name, v in per_class.items()}
+            elif kind == "cam" and "best_threshold" in result:
+                columns = {f"CAM@{result['best_threshold']:.2f}": per_class}
+            else:
+                columns = {kind: per_class}
+            classes, series = charts.setdefault(split, ([], {}))
+            for name, values in columns.items():
+                for cls in values:
+                    if cls not in classes:
+                        classes.append(cls)
+                series.setdefault(name, values)
+        return {split: (classes, {name: [v.get(c) if is_number(v.get(c)) else None for c in classes]
+                                  for name, v in series.items()})
+                for split, (classes, series) in charts.items()}
+
+    def threshold_sweeps(self) -> dict[str, tuple[list[float], list[float], float]]:
+        """{split: (thresholds, mIoU per threshold, best threshold)} from eval/cam_<split>.json."""
+        sweeps = {}
+        for stem, result in self.evals.items():
+            sweep = result.get("sweep") if isinstance(result, dict) else None
+            if isinstance(sweep, list) and sweep:
+                points = [(p["threshold"], p["miou"]) for p in sweep if is_number(p.get("threshold")) and is_number(p.get("miou"))]
+                if points:
+                    split = str(result.get("split") or stem.rpartition("_")[2])
+                    sweeps[split] = ([p[0] for p in points], [p[1] for p in points], result.get("best_threshold"))
+        return sweeps
+
+    # --- run facts ----------------------------------------------------------------------------------
+    def info(self, *keys: str):
+        """The first of ``keys`` found in run_info.json, at its top level or one level down
+        (``git_commit`` or ``versions.git_commit`` or ``git.commit``)."""
+        for key in keys:
+            if key in self.run_info and self.run_info[key] not in (None, ""):
+                return self.run_info[key]
+            head, _, tail = key.partition(".")
+            node = self.run_info.get(head)
+            if tail and isinstance(node, dict) and node.get(tail) not in (None, ""):
+                return node[tail]
+        for node in self.run_info.values():
+            if isinstance(node, dict):
+                for key in keys:
+                    if node.get(key) not in (None, ""):
+                        return node[key]
+        return None
+
+    def timings(self) -> dict[str, float]:
+        timings = self.summary.get("timings_s", {})
+        return {k: float(v) for k, v in timings.items() if is_number(v)} if isinstance(timings, dict) else {}
