@@ -135,3 +135,39 @@ def test_each_rank_takes_its_slice_of_the_same_global_batches():
     means = [float(np.mean(s)) for s in slices]
     weighted = np.mean([m * len(s) * 3 / 8 for m, s in zip(means, slices)])
     assert weighted == pytest.approx(np.mean(batch))
+
+
+def test_predict_worker_processes_give_the_same_files_and_a_rerun_keeps_them(tmp_path, tiny_dataset, monkeypatch):
+    from wsss.steps.train_seg import build_seg_net
+
+    voc_classes = (tiny_dataset / "class_names.txt").read_text().split()
+    torch.manual_seed(0)
+    model = build_seg_net("efficientnet_lite0", 16, len(voc_classes), "aspp", [2, 4])
+    checkpoint = tmp_path / "seg.pt"
+    torch.save({"kind": "segmentation", "fingerprint": "test", "model": model.state_dict(),
+                "meta": {"class_names": voc_classes, "backbone": "efficientnet_lite0", "output_stride": 16,
+                         "head": "aspp", "rates": [2, 4]}}, checkpoint)
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((tiny_dataset / "JPEGImages").glob("val_*.jpg")):
+        (images / path.name).write_bytes(path.read_bytes())
+    args = ["predict", "--checkpoint", str(checkpoint), "--input", str(images), "--device", "cpu", "--no-progress"]
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned workers compute with 1 thread, as this process
+    with torch_threads(1):
+        assert main([*args, "--output", str(tmp_path / "one")]) == 0
+        assert main([*args, "--output", str(tmp_path / "pool"), "--workers", "2"]) == 0
+    one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir() if not p.name.startswith(".")}
+    pool = {p.name: p.read_bytes() for p in (tmp_path / "pool").iterdir() if not p.name.startswith(".")}
+    assert len(one) == 2 * 8 and one == pool
+
+    # a re-run keeps finished masks; other settings redo them
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "one").glob("*.png")}
+    (tmp_path / "one" / "val_0003.png").unlink()  # as if killed before this image
+    with torch_threads(1):
+        assert main([*args, "--output", str(tmp_path / "one")]) == 0
+    assert (tmp_path / "one" / "val_0003.png").read_bytes() == one["val_0003.png"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.name != "val_0003.png")
+    with torch_threads(1):
+        assert main([*args, "--output", str(tmp_path / "one"), "--flip"]) == 0
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())

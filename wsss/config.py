@@ -193,6 +193,12 @@ class PipelineConfig(Section):
     walk: WalkConfig = Field(default_factory=WalkConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        # YAML reads a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _check_device(self) -> "PipelineConfig":
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
