@@ -114,7 +114,8 @@ def prepare_pseudo_run(run_dir, config_path):
     return len(voc)
 
 
-def test_make_pseudo_killed_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_dataset):
+def test_make_pseudo_killed_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_dataset, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # worker processes compute with 1 thread, as this one
     config = write_config(tmp_path, tiny_dataset)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     total = prepare_pseudo_run(reference, config)
