@@ -1,9 +1,15 @@
-"""The ``wsss`` command line: one sub-command per pipeline step, plus ``run`` for all of them."""
+"""The ``wsss`` command line: one sub-command per pipeline step, plus ``run`` for all of them.
+
+Every command also runs under ``torchrun --nproc_per_node=N -m wsss ...`` (see wsss.distributed):
+training stages then use DistributedDataParallel, per-image stages split the images between the
+processes, and rank 0 alone writes logs, checkpoints and summaries.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +40,11 @@ def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False, w
         parser.add_argument("--out-dir", type=Path, help="output folder (default: inside the run directory)")
 
 
+def _workers_arg(parser: argparse.ArgumentParser, key: str) -> None:
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"worker processes on CPU, 0 = one per core (overrides {key})")
+
+
 def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint (the default whenever one exists)")
@@ -54,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-cam", help="compute multi-scale CAMs for a split")
     _common(p)
     _data_args(p, with_checkpoint=True, with_out_dir=True)
+    _workers_arg(p, "cam.workers")
 
     p = sub.add_parser("eval-cam", help="score CAMs against masks (background threshold sweep)")
     _common(p)
@@ -63,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-aff-labels", help="confident seeds from CAMs (+ dense CRF) for AffinityNet")
     _common(p)
     p.add_argument("--split", help="split (default: the train split)")
+    _workers_arg(p, "walk.workers")
 
     p = sub.add_parser("train-aff", help="train AffinityNet on the seed labels")
     _common(p)
@@ -71,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-pseudo", help="random walk (+ dense CRF) pseudo labels for a split")
     _common(p)
     _data_args(p, with_checkpoint=True)
+    _workers_arg(p, "walk.workers")
 
     p = sub.add_parser("eval-pseudo", help="score CAM, CAM+RW and CAM+RW+CRF against masks")
     _common(p)
@@ -103,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=float, nargs="+", default=[1.0])
     p.add_argument("--flip", action="store_true")
     p.add_argument("--crf", action="store_true")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on CPU (0 = one per core)")
+    p.add_argument("--amp", choices=["auto", "on", "off", "bf16", "fp16"], default="auto",
+                   help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
@@ -122,7 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launched_by_torchrun() -> tuple[bool, int]:
+    """(started by torchrun with more than one process, this process's rank), without importing torch."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1, int(os.environ.get("RANK", "0"))
+
+
 def _context(args):
+    from . import distributed
+    from .engine import resolve_device
     from .steps.common import RunContext
 
     overrides = list(args.overrides)
@@ -130,12 +154,16 @@ def _context(args):
         overrides.append(f"device={args.device}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if getattr(args, "workers", None) is not None:
+        key = "cam.workers" if args.command == "make-cam" else "walk.workers"
+        overrides.append(f"{key}={args.workers}")
     config_path = args.config
     if config_path is None and args.run_dir is not None and (args.run_dir / "config.yaml").exists():
         config_path = args.run_dir / "config.yaml"
     if config_path is None:
         raise WsssError("no config: pass --config configs/<name>.yaml, or --run-dir of an existing run")
     config = load_config(config_path, overrides)
+    distributed.init_from_env(resolve_device(config.device))  # under torchrun: join the process group
     run_dir = args.run_dir or Path("runs") / config.name
     ctx = RunContext(run_dir, config, progress=not args.no_progress)
     ctx.prepare()
@@ -151,10 +179,12 @@ def _dispatch(args) -> int:
         return 0
 
     if args.command == "predict":
-        from . import predict
+        from . import distributed, predict
+        from .engine import resolve_device
 
+        distributed.init_from_env(resolve_device(args.device))
         written = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
-                              args.crf, progress=not args.no_progress)
+                              args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp)
         print(f"{len(written)} mask(s) written to {args.output}")
         return 0
 
@@ -165,12 +195,15 @@ def _dispatch(args) -> int:
         return 0
 
     ctx = _context(args)
-    if getattr(args, "restart", False):
+    from . import distributed
+
+    if getattr(args, "restart", False) and distributed.is_main():
         seg = "seg_gt" if getattr(args, "labels", None) == "gt" else "seg"
         stage_dir = {"train-cam": ctx.run_dir / "cam", "train-aff": ctx.run_dir / "aff",
                      "train-seg": ctx.run_dir / seg}.get(args.command)
         if stage_dir is not None and stage_dir.exists():
             shutil.rmtree(stage_dir)
+    distributed.barrier()
     if args.command == "run":
         from .steps import pipeline
 
@@ -225,16 +258,26 @@ def _dispatch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-                        format="wsss: %(message)s")
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+    prefix = "wsss"
+    torchrun, rank = _launched_by_torchrun()
+    if torchrun:  # rank 0 reports; the others speak only of trouble
+        prefix = f"wsss[{rank}]"
+        level = level if rank == 0 else logging.WARNING
+        if rank != 0:
+            sys.stdout = open(os.devnull, "w")  # results are printed once, by rank 0
+    logging.basicConfig(level=level, format=f"{prefix}: %(message)s")
     try:
         return _dispatch(args)
     except WsssError as exc:
-        print(f"wsss: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("wsss: interrupted; re-run the same command to continue", file=sys.stderr)
+        print(f"{prefix}: interrupted; re-run the same command to continue", file=sys.stderr)
         return 130
+    finally:
+        if "wsss.distributed" in sys.modules:  # leave torchrun's process group cleanly
+            sys.modules["wsss.distributed"].shutdown()
 
 
 if __name__ == "__main__":

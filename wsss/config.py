@@ -92,6 +92,8 @@ class CamConfig(OptimConfig):
     flip: bool = True
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     thresholds: ThresholdSweep = Field(default_factory=ThresholdSweep)
+    # make-cam worker processes on CPU (0 = one per core); under torchrun each rank takes a shard
+    workers: int = Field(1, ge=0)
 
     @field_validator("scales")
     @classmethod
@@ -148,7 +150,8 @@ class WalkConfig(Section):
     crf_power: float = Field(1.0, gt=0)
     save_scores: bool = False
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
-    workers: int = Field(1, ge=1)
+    # worker processes of make-aff-labels and make-pseudo (dense CRF is CPU-bound); 0 = one per core
+    workers: int = Field(1, ge=0)
 
 
 class SegConfig(OptimConfig):
@@ -177,6 +180,13 @@ class PipelineConfig(Section):
     seed: int = 0
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
+    # Mixed precision (wsss.amp): auto = bf16 (fp16 + loss scaling where bf16 is missing) on CUDA,
+    # float32 on CPU; on = also bf16 on CPU; off; or bf16 / fp16 explicitly.
+    amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"
+    # Under torchrun on CUDA: BatchNorm statistics over the global batch (stages without freeze_bn).
+    sync_bn: bool = False
+    # Training checkpoints every N steps as well as at each epoch's end (0 = epoch ends only).
+    checkpoint_every: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     cam: CamConfig = Field(default_factory=CamConfig)
@@ -184,6 +194,12 @@ class PipelineConfig(Section):
     aff: AffinityConfig = Field(default_factory=AffinityConfig)
     walk: WalkConfig = Field(default_factory=WalkConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        # YAML reads a bare on/off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _check_device(self) -> "PipelineConfig":

@@ -10,10 +10,18 @@ What it does, the same for all of them:
 * Checkpoints (model, optimiser, step) written atomically every ``checkpoint_every`` steps and
   at each epoch's end; a re-run with the same command resumes from the last one.
 * A progress bar with loss, rate and ETA; one JSON line per step in ``train_log.jsonl``.
+* Under ``torchrun`` (see wsss.distributed): DistributedDataParallel, each rank taking its slice
+  of every global batch of ``batch_size`` samples from the same seeded order, the loss weighted
+  so that DDP's gradient average equals the single-process gradient of the whole batch; rank 0
+  alone writes the log and checkpoints. Optional SyncBatchNorm (CUDA).
+* Mixed precision (autocast bf16/fp16, GradScaler for fp16), see wsss.amp.
+* A checkpoint also holds the RNG state (dropout) and the loss scaler, so a run killed at any
+  moment and re-run with the same command ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,9 +35,11 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from . import distributed
+from .amp import autocast, autocast_dtype, dtype_name, needs_grad_scaler
 from .config import OptimConfig
 from .errors import WsssError
-from .io import atomic_path
+from .io import atomic_path, remove_stale_temps
 
 log = logging.getLogger("wsss")
 
@@ -125,6 +135,12 @@ class TrainJob:
 
     ``loss_fn(model, batch) -> (loss, {name: float})`` computes the loss of a collated batch
     already on the device; ``dataset[i]`` must accept ``set_epoch`` (for augmentation seeds).
+
+    Under torchrun ``model`` is the DistributedDataParallel wrapper: ``loss_fn`` must run the
+    network by calling it (``model(x)``; DDP syncs gradients through that call) and reach other
+    methods as ``unwrap(model).method``; the batch holds this rank's slice of the global batch
+    and the loss must be its mean over those samples (per-sample means are then exact; a loss
+    normalised over pixels or pairs pooled across the batch is averaged per rank instead).
     """
 
     kind: str
@@ -143,6 +159,14 @@ class TrainJob:
     checkpoint_every: int = 0  # steps; 0 = at epoch ends only
     progress: bool = True
     max_steps: Optional[int] = None  # stop early (tests, benchmarks); the schedule still spans all epochs
+    amp: str = "auto"  # autocast: auto|on|off|bf16|fp16 (wsss.amp); auto = bf16/fp16 on CUDA, off on CPU
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch
+    find_unused_parameters: bool = False  # DDP: set when loss_fn leaves trainable parameters unused
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def default_collate(samples: list[dict]) -> dict:
@@ -175,6 +199,31 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Keep the log lines of steps <= ``step`` (a killed run may have logged past its checkpoint,
+    or died mid-line), so a resumed run's log equals an uninterrupted one's."""
+    if not log_path.exists():
+        return
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if record.get("step", 0) > step:
+            break
+        kept.append(line)
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+
+
+def _global_mean(values: torch.Tensor, count: int, batch_size: int) -> torch.Tensor:
+    """Per-rank means of ``count`` samples -> the means over the global batch (all ranks)."""
+    if not distributed.is_distributed():
+        return values
+    return distributed.all_reduce_sum(values * count) / batch_size
+
+
 def train(job: TrainJob) -> Path:
     """Run (or resume) a training job; returns the path of the final ``model.pt``."""
     out_dir = Path(job.out_dir)
@@ -186,8 +235,20 @@ def train(job: TrainJob) -> Path:
     # Drop the last partial batch: a batch of one breaks BatchNorm and skews the loss.
     steps_per_epoch = n // batch_size
     total_steps = steps_per_epoch * optim.epochs
+    world, rank = distributed.world_size(), distributed.rank()
+    main = distributed.is_main()
+    if batch_size < world:
+        raise WsssError(f"{job.kind}: batch_size {batch_size} is smaller than the {world} processes; "
+                        "raise batch_size or start fewer processes")
 
     model = job.model.to(job.device)
+    if world > 1 and job.sync_bn and not optim.freeze_bn:
+        if job.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the same Parameter objects
+        else:
+            log.warning("%s: sync_bn needs CUDA; BatchNorm statistics stay per process on CPU", job.kind)
+    amp_dtype = autocast_dtype(job.amp, job.device)
+    scaler = torch.amp.GradScaler(job.device.type, enabled=needs_grad_scaler(job.device, amp_dtype))
     base = optim.lr
     groups = [
         {"params": [p for p in job.param_groups["pretrained"] if p.requires_grad], "lr_mult": 1.0},
@@ -198,80 +259,131 @@ def train(job: TrainJob) -> Path:
         [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups],
         lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay,
     )
+    if optim.freeze_bn:
+        # before DDP is built: it registers the parameters that need gradients once, at construction
+        # (the optimizer keeps the BN parameters, gradient-less, as before, so older checkpoints load)
+        set_bn_frozen(model)
 
     step = 0
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        if state.get("fingerprint") != job.fingerprint:
+        if state.get("fingerprint") != job.fingerprint or state.get("kind", job.kind) != job.kind:
             raise WsssError(
-                f"{ckpt_path}: checkpoint was made with other settings; delete {out_dir} "
+                f"{ckpt_path}: checkpoint was made with other settings or another model; delete {out_dir} "
                 "or restore the config it was trained with"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise WsssError(f"{ckpt_path}: checkpoint does not fit this model ({first}); delete {out_dir}") from None
+        if "scaler" in state and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
+        if "rng_cpu" in state:
+            torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and job.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], job.device)
         step = int(state["step"])
         log.info("resuming %s from step %d/%d", job.kind, step, total_steps)
+    net = model
+    if world > 1:  # wrapped after loading: DDP starts from (and broadcasts) rank 0's resumed weights
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[job.device.index] if job.device.type == "cuda" else None,
+            find_unused_parameters=job.find_unused_parameters)
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
+        if not main:
+            return
+        payload = {
             "kind": job.kind, "fingerprint": job.fingerprint, "step": step,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        })
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state(),
+        }
+        if job.device.type == "cuda":
+            payload["rng_cuda"] = torch.cuda.get_rng_state(job.device)
+        if scaler.is_enabled():
+            payload["scaler"] = scaler.state_dict()
+        save_checkpoint(ckpt_path, payload)
 
     log_path = out_dir / "train_log.jsonl"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if step == 0 and log_path.exists():
-        log_path.unlink()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)
+        if step == 0 and log_path.exists():
+            log_path.unlink()
+        _truncate_log(log_path, step)
+    if world > 1:
+        log.info("%s: %d processes, global batch %d (%s per process)", job.kind, world, batch_size,
+                 "/".join(str(len(range(r, batch_size, world))) for r in range(world)))
+    if amp_dtype is not None:
+        log.info("%s: mixed precision %s%s", job.kind, dtype_name(amp_dtype), " with loss scaling" if scaler.is_enabled() else "")
     stop_at = total_steps if job.max_steps is None else min(total_steps, job.max_steps)
     bar = tqdm(total=stop_at, initial=min(step, stop_at), desc=f"train {job.kind}", unit="it",
-               disable=not job.progress, dynamic_ncols=True, mininterval=1.0)
+               disable=not (job.progress and main), dynamic_ncols=True, mininterval=1.0)
     collate = job.collate_fn or default_collate
-    with open(log_path, "a") as log_file:
+    with (open(log_path, "a") if main else contextlib.nullcontext()) as log_file:
         while step < stop_at:
             epoch, offset = divmod(step, steps_per_epoch)
             order = epoch_order(n, job.seed, epoch)
-            batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(steps_per_epoch)]
+            # the global batches of one process, each rank's slice of them under torchrun
+            batches = [order[i * batch_size:(i + 1) * batch_size][rank::world] for i in range(steps_per_epoch)]
             if hasattr(job.dataset, "set_epoch"):
                 job.dataset.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
                 job.dataset, batch_sampler=_EpochSlice(batches, offset), collate_fn=collate,
                 num_workers=job.num_workers, persistent_workers=False,
+                # its own generator: the loader's seed draw must not consume the global RNG
+                # (dropout), or a run resumed mid-epoch would draw other masks
+                generator=torch.Generator().manual_seed(job.seed * 100003 + epoch),
             )
-            model.train()
+            net.train()
             if optim.freeze_bn:
                 set_bn_frozen(model)
             tick = time.perf_counter()
-            for batch in loader:
+            for index, batch in enumerate(loader, start=offset):
                 lr = poly_lr(base, step, total_steps, optim.poly_power)
                 for group, spec in zip(optimizer.param_groups, groups):
                     group["lr"] = lr * spec["lr_mult"]
+                local = len(batches[index])  # this rank's samples of the global batch
                 batch = _to_device(batch, job.device)
-                loss, stats = job.loss_fn(model, batch)
-                if not torch.isfinite(loss):
-                    raise WsssError(f"{job.kind}: loss became {loss.item()} at step {step}; lower the learning rate")
+                with autocast(job.device, amp_dtype):
+                    loss, stats = job.loss_fn(net, batch)
+                loss = loss.float()
+                names = sorted(stats)
+                # the global batch's mean loss (and stats) on every rank: all stop together
+                reported = _global_mean(torch.tensor([float(loss.detach())] + [float(stats[k]) for k in names],
+                                                     dtype=torch.float64, device=job.device), local, batch_size)
+                global_loss = float(reported[0])
+                if not np.isfinite(global_loss):
+                    raise WsssError(f"{job.kind}: loss became {global_loss} at step {step}; lower the learning rate")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                # DDP averages gradients over ranks: weight each rank's mean by its share of the
+                # global batch so the average is the gradient of the global batch's mean loss
+                scaler.scale(loss * (local * world / batch_size) if world > 1 else loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
                 now = time.perf_counter()
                 rate = batch_size / max(now - tick, 1e-9)
                 tick = now
-                record = {"step": step, "epoch": epoch, "lr": lr, "loss": float(loss.detach()), "images_per_s": rate, **stats}
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.1f}", refresh=False)
-                bar.update(1)
-                if job.checkpoint_every and step % job.checkpoint_every == 0:
+                if main:
+                    record = {"step": step, "epoch": epoch, "lr": lr, "loss": global_loss, "images_per_s": rate,
+                              **{k: float(v) for k, v in zip(names, reported[1:].tolist())}}
+                    log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
+                    bar.set_postfix(loss=f"{global_loss:.4f}", img_s=f"{rate:.1f}", refresh=False)
+                    bar.update(1)
+                if job.checkpoint_every and step % job.checkpoint_every == 0:
                     checkpoint()
                 if step >= stop_at:
                     break
-            log_file.flush()
             checkpoint()
     bar.close()
-    payload = {"kind": job.kind, "fingerprint": job.fingerprint, "model": model.state_dict(),
-               "meta": {**job.meta, "steps": step, "total_steps": total_steps}}
-    save_checkpoint(final_path, payload)
+    if main:
+        payload = {"kind": job.kind, "fingerprint": job.fingerprint, "model": model.state_dict(),
+                   "meta": {**job.meta, "steps": step, "total_steps": total_steps}}
+        save_checkpoint(final_path, payload)
+    distributed.barrier()  # the other ranks return once model.pt exists
     return final_path
 
 

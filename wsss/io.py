@@ -124,6 +124,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left under ``folder``.
+
+    Call it only where no other process is writing into ``folder``; returns how many were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def save_palette_png(path: str | os.PathLike, mask: np.ndarray) -> None:
     """Write an (H, W) class-index mask as a VOC-palette PNG, atomically."""
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")

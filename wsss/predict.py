@@ -4,10 +4,14 @@
     mask = Predictor("runs/msrc/seg/model.pt").predict("photo.jpg")   # (H, W) uint8 classes
 
 Any image size; EXIF orientation is respected; grayscale and RGBA images are accepted.
+``wsss predict`` over a folder: under torchrun each rank segments a disjoint share of the files,
+on CPU ``--workers N`` processes share them; a re-run with the same model and settings keeps the
+masks already written.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,11 +22,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import distributed
+from .amp import autocast, autocast_dtype, dtype_name
 from .cam import multiscale_sum
 from .crf import dense_crf
 from .engine import load_checkpoint, resolve_device
 from .errors import WsssError
-from .io import load_rgb, overlay, save_image, save_palette_png
+from .io import load_rgb, overlay, save_image, save_json, save_palette_png
+from .parallel import map_images
 
 log = logging.getLogger("wsss")
 
@@ -48,7 +55,7 @@ class Predictor:
     """A trained segmentation network, ready to segment images."""
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "auto", scales: Sequence[float] = (1.0,),
-                 flip: bool = False, crf: bool = False):
+                 flip: bool = False, crf: bool = False, amp: str = "auto"):
         from .steps.train_seg import build_seg_net
 
         path = Path(checkpoint)
@@ -58,7 +65,11 @@ class Predictor:
             raise WsssError(f"{path}: not a segmentation model (holds {kind!r}); pass the model.pt of `wsss train-seg`")
         meta = payload["meta"]
         self.class_names: list[str] = meta["class_names"]
+        self.fingerprint = payload.get("fingerprint")
         self.device = resolve_device(device)
+        if distributed.is_distributed() and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank())
+        self.amp = autocast_dtype(amp, self.device)
         self.model = build_seg_net(meta["backbone"], meta["output_stride"], len(self.class_names), meta["head"],
                                    meta["rates"], pretrained=False)
         self.model.load_state_dict(payload["model"])
@@ -70,9 +81,14 @@ class Predictor:
         """(C, H, W) float32 class probabilities (averaged over scales/flips, CRF-refined if set)."""
         rgb = as_rgb_array(image)
         tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float()
-        summed = multiscale_sum(lambda batch: F.softmax(self.model(batch), dim=1), tensor, self.scales, self.flip)
+        summed = multiscale_sum(self._softmax, tensor, self.scales, self.flip)
         probs = (summed / (len(self.scales) * (2 if self.flip else 1))).cpu().numpy()
         return dense_crf(rgb, probs, size_relative=True) if self.crf else probs
+
+    def _softmax(self, batch: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp):
+            logits = self.model(batch)
+        return F.softmax(logits.float(), dim=1)
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """(H, W) uint8 class indices (index into ``class_names``)."""
@@ -90,21 +106,59 @@ def list_images(path: Path) -> list[Path]:
     raise WsssError(f"{path}: input not found")
 
 
-def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", scales: Sequence[float] = (1.0,),
-        flip: bool = False, crf: bool = False, progress: bool = True) -> list[Path]:
-    """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image."""
-    from tqdm import tqdm
+class _PredictJob:
+    """Per-image job of ``wsss predict`` (built in each worker process)."""
 
-    predictor = Predictor(checkpoint, device, scales, flip, crf)
-    files = list_images(Path(input_path))
-    written = []
-    start = time.perf_counter()
-    for path in tqdm(files, desc="predict", unit="img", disable=not progress, dynamic_ncols=True):
+    def __init__(self, checkpoint, device, scales, flip, crf, amp, files, output):
+        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp)
+        self.files, self.output = files, Path(output)
+
+    def __call__(self, index: int) -> Path:
+        path = self.files[index]
         rgb = load_rgb(path)
-        mask = predictor.predict(rgb)
-        save_palette_png(output / f"{path.stem}.png", mask)
-        save_image(output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
-        written.append(output / f"{path.stem}.png")
+        mask = self.predictor.predict(rgb)
+        save_image(self.output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
+        save_palette_png(self.output / f"{path.stem}.png", mask)  # written last: marks the image done
+        return self.output / f"{path.stem}.png"
+
+
+def _reusable_outputs(output: Path, settings: dict) -> bool:
+    """True when ``output`` holds masks of these settings (``.wsss-predict.json``); records them."""
+    record = output / ".wsss-predict.json"
+    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    same = record.exists() and json.loads(record.read_text()) == wanted
+    if distributed.is_main() and not same:
+        save_json(record, wanted)  # before any mask of the new settings is written
+    distributed.barrier()
+    return same
+
+
+def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", scales: Sequence[float] = (1.0,),
+        flip: bool = False, crf: bool = False, progress: bool = True, workers: int = 1,
+        amp: str = "auto") -> list[Path]:
+    """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image.
+
+    Masks already in ``output`` from the same model and settings are kept (a killed run
+    continues); under torchrun each rank takes a share of the files, on CPU ``workers``
+    processes do. Returns the mask paths of all input images.
+    """
+    predictor = Predictor(checkpoint, device, scales, flip, crf, amp)  # checks the model file first
+    files = list_images(Path(input_path))
+    stems = [p.stem for p in files]
+    duplicate = next((s for s in stems if stems.count(s) > 1), None)
+    if duplicate is not None:
+        raise WsssError(f"{input_path}: several images are named {duplicate!r} (other extensions); "
+                        "their masks would overwrite each other, rename them")
+    output = Path(output)
+    settings = {"model": predictor.fingerprint, "checkpoint": str(Path(checkpoint).resolve()),
+                "scales": list(scales), "flip": flip, "crf": crf, "precision": dtype_name(predictor.amp)}
+    keep = _reusable_outputs(output, settings)
+    todo = distributed.shard([i for i, p in enumerate(files) if not (keep and (output / f"{p.stem}.png").exists())])
+    workers = 1 if predictor.device.type == "cuda" else workers
+    start = time.perf_counter()
+    map_images(_PredictJob, (checkpoint, device, scales, flip, crf, amp, files, output), todo, workers,
+               "predict", progress and distributed.is_main())
     elapsed = time.perf_counter() - start
-    log.info("predict: %d images in %.1f s (%.2f images/s)", len(files), elapsed, len(files) / max(elapsed, 1e-9))
-    return written
+    log.info("predict: %d images in %.1f s (%.2f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
+    distributed.barrier()
+    return [output / f"{stem}.png" for stem in stems]

@@ -15,13 +15,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import __version__
+from .. import __version__, distributed
 from ..config import PipelineConfig, config_to_yaml
 from ..data.demo import demo_dataset_complete, generate_demo_dataset
 from ..data.voc import VocDataset
 from ..engine import resolve_device
 from ..errors import WsssError
-from ..io import atomic_path, save_json
+from ..io import atomic_path, remove_stale_temps, save_json
 
 log = logging.getLogger("wsss")
 
@@ -47,10 +47,24 @@ class RunContext:
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
+        # under torchrun on CUDA: this process's GPU (after the CLI joined the process group)
         self.device = resolve_device(self.config.device)
+        if distributed.is_distributed() and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank())
+        self.progress = self.progress and distributed.is_main()
+
+    def train_options(self) -> dict:
+        """The run-wide TrainJob settings every training step passes on (AMP, SyncBN, checkpoints)."""
+        cfg = self.config
+        return {"amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
 
     def prepare(self) -> None:
-        """Create the run directory, write the resolved config and run info."""
+        """Create the run directory, write the resolved config and run info (rank 0; the others wait)."""
+        if distributed.is_main():
+            self._prepare_files()
+        distributed.barrier()
+
+    def _prepare_files(self) -> None:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             probe = self.run_dir / ".write-test"
@@ -62,6 +76,8 @@ class RunContext:
             tmp.write_text(config_to_yaml(self.config))
         save_json(self.run_dir / "run_info.json", run_info(self.config.seed, self.device))
         add_file_logging(self.run_dir / "log.txt")
+        if self.config.data.demo is not None:
+            self.data_root()  # generated here, once, before other ranks read it
 
     def data_root(self) -> Path:
         """The dataset root; generates the demo dataset there first when the config asks for it."""
@@ -82,6 +98,8 @@ class RunContext:
         return f"{Path(root).resolve().name}-{split}"
 
     def update_summary(self, key: str, value) -> None:
+        if not distributed.is_main():
+            return
         path = self.run_dir / "summary.json"
         summary = json.loads(path.read_text()) if path.exists() else {}
         summary[key] = value
@@ -97,14 +115,22 @@ def claim_output_dir(folder: Path, settings: dict) -> None:
 
     Finished per-image outputs are reused on a re-run only when they were made with the same
     settings (recorded in ``settings.json``); outputs of other settings are discarded first, so a
-    changed config never mixes old and new files.
+    changed config never mixes old and new files. Temporary files of a killed run are removed.
+    Under torchrun rank 0 does this while the others wait.
     """
+    if distributed.is_main():
+        _claim(folder, settings)
+    distributed.barrier()
+
+
+def _claim(folder: Path, settings: dict) -> None:
     import shutil
 
     record = folder / "settings.json"
     wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
     if folder.exists():
         if record.exists() and json.loads(record.read_text()) == wanted:
+            remove_stale_temps(folder)
             return
         stale = sum(1 for p in folder.rglob("*") if p.is_file() and p != record)
         if stale:
@@ -122,34 +148,84 @@ def git_commit() -> Optional[str]:
         return None
 
 
-def run_info(seed: int, device: torch.device) -> dict:
+def git_dirty() -> Optional[bool]:
+    """True when the checkout wsss runs from has uncommitted changes to tracked files."""
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                             capture_output=True, text=True, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict:
+    """Versions of wsss and the packages that change its numbers."""
+    from importlib import metadata
+
+    versions = {"wsss": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+                "numpy": np.__version__}
+    for name in ("pydensecrf2", "pydantic", "scipy", "pillow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hardware_info(device: torch.device) -> dict:
+    cuda = device.type == "cuda"
     return {
-        "wsss": __version__,
-        "git_commit": git_commit(),
-        "seed": seed,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "command": " ".join(sys.argv),
-        **hardware_info(),
+        "hostname": platform.node(),
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(device) if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "world_size": distributed.world_size(),
+        "memory_gib": _memory_gib(),
     }
 
 
-def hardware_info() -> dict:
-    """The machine, for the report: host, CPU model and cores, memory (None where unknown)."""
-    cpu_model = memory_gib = None
+def _memory_gib() -> Optional[float]:
     try:
-        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name")), None)
-        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1)
     except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
         pass
-    return {"hostname": platform.node() or None, "cpu_model": cpu_model, "cpu_count": os.cpu_count(),
-            "memory_gib": memory_gib}
+    return None
+
+
+def run_info(seed: int, device: torch.device) -> dict:
+    """What makes a run reproducible: seed, code (git commit), package versions, hardware, command."""
+    versions = package_versions()
+    hardware = hardware_info(device)
+    return {
+        "wsss": __version__,
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "seed": seed,
+        "python": versions["python"],
+        "torch": versions["torch"],
+        "numpy": versions["numpy"],
+        "device": str(device),
+        "gpu": hardware["gpu"],
+        "cpu": hardware["cpu"],
+        "torch_threads": torch.get_num_threads(),
+        "command": " ".join(sys.argv),
+        "hostname": hardware["hostname"],
+        "cpu_count": hardware["cpu_count"],
+        "memory_gib": hardware["memory_gib"],
+        "versions": versions,
+        "hardware": hardware,
+    }
 
 
 def add_file_logging(path: Path) -> None:

@@ -18,6 +18,7 @@ from ..cam import cam_to_label
 from ..errors import WsssError
 from ..io import save_json
 from ..metrics import confusion_matrix, format_iou_table, mean_iou, segmentation_report
+from ..distributed import on_main_process
 from .common import RunContext
 from .make_cam import cam_dir, load_cam
 
@@ -39,6 +40,7 @@ def sweep_confusions(voc, folder: Path, thresholds: list[float], progress: bool 
     return confusions
 
 
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, split: str, root: Optional[Path] = None, cams: Optional[Path] = None) -> dict:
     voc = ctx.dataset(split, root, require_masks=True)
     folder = Path(cams) if cams else cam_dir(ctx, split, root)

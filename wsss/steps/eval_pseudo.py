@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..errors import WsssError
 from ..io import load_mask, save_json
 from ..metrics import confusion_matrix, format_iou_table, segmentation_report
+from ..distributed import on_main_process
 from .common import RunContext
 from .make_pseudo import pseudo_dir
 
@@ -30,6 +31,7 @@ def score_label_dir(voc, folder: Path, progress: bool = True, desc: str = "eval"
     return conf
 
 
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None) -> dict:
     split = split or ctx.config.data.train_split
     voc = ctx.dataset(split, root, require_masks=True)

@@ -14,12 +14,14 @@ from ..errors import WsssError
 from ..io import save_json
 from ..metrics import confusion_matrix, format_iou_table, segmentation_report
 from ..predict import Predictor
+from ..distributed import on_main_process
 from .common import RunContext
 from .train_seg import model_path
 
 log = logging.getLogger("wsss")
 
 
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None, labels: Optional[str] = None) -> dict:
     cfg = ctx.config

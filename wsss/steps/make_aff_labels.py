@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from .. import distributed
 from ..crf import dense_crf
 from ..errors import WsssError
 from ..parallel import map_images
@@ -84,10 +85,12 @@ def run(ctx: RunContext, split: Optional[str] = None) -> Path:
     alphas = seed_alphas(ctx)
     claim_output_dir(out, {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
                            "cams": cam_settings(ctx, split)})
-    todo = [i for i, image_id in enumerate(voc.ids) if not (out / f"{image_id}.png").exists()]
-    if not todo:
+    # this process's share under torchrun (all of it otherwise)
+    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not (out / f"{image_id}.png").exists()])
+    if not todo and distributed.world_size() == 1:
         log.info("make-aff-labels: %s is complete, skipping", out)
         return out
     log.info("make-aff-labels: alpha %.3g for confident foreground, %.3g for confident background", *alphas)
     map_images(SeedLabeler, (ctx, split, alphas), todo, ctx.config.walk.workers, f"aff-labels {split}", ctx.progress)
+    distributed.barrier()
     return out

@@ -2,7 +2,8 @@
 
 Each image gets ``<out>/<id>.npz`` with ``cams`` (K, H, W) float16, normalised to max 1, for
 its K labelled classes and ``keys`` (K,) their foreground indices. Finished images are skipped,
-so an interrupted run continues where it stopped.
+so an interrupted run continues where it stopped. Under torchrun each rank computes a disjoint
+share of the images; on CPU ``cam.workers`` processes share them; the files are the same.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .. import distributed
+from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam import multiscale_cam, normalize_cam
-from ..engine import load_model_weights, required_model
+from ..engine import load_checkpoint, load_model_weights, required_model
 from ..errors import WsssError
 from ..io import load_npz, save_npz
-from ..engine import load_checkpoint
+from ..parallel import map_images
 from .common import RunContext, claim_output_dir, image_tensor
 from .train_cam import build_cam_net, model_path
 
@@ -67,6 +69,27 @@ def load_cam_model(ctx: RunContext, checkpoint: Optional[Path], class_names: lis
     return model.to(ctx.device).eval()
 
 
+class CamMaker:
+    """Per-image job: multi-scale CAMs of one image, written atomically (built in each worker)."""
+
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], out: Path):
+        self.ctx, self.voc, self.out = ctx, ctx.dataset(split, root), out
+        self.model = load_cam_model(ctx, checkpoint, self.voc.class_names)
+        self.amp = autocast_dtype(ctx.config.amp, ctx.device)
+
+    def cam(self, images: torch.Tensor) -> torch.Tensor:
+        with autocast(self.ctx.device, self.amp):
+            return self.model.cam(images).float()
+
+    def __call__(self, index: int) -> None:
+        cfg = self.ctx.config
+        image = image_tensor(self.voc.load_image(index), self.ctx.device)
+        with torch.inference_mode():
+            cam = multiscale_cam(self.cam, image, cfg.cam.scales, cfg.cam.flip)
+            cams, keys = normalize_cam(cam, self.voc.labels[index])
+        save_npz(self.out / f"{self.voc.ids[index]}.npz", cams=cams.cpu().numpy().astype(np.float16), keys=keys)
+
+
 def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Optional[Path] = None,
         out_dir: Optional[Path] = None) -> Path:
     """Write CAMs of every image of ``split``; returns the output folder."""
@@ -74,20 +97,21 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     voc = ctx.dataset(split, root)
     out = Path(out_dir) if out_dir else cam_dir(ctx, split, root)
     weights = classifier_file(ctx, checkpoint)
-    claim_output_dir(out, {"classifier": load_checkpoint(weights).get("fingerprint"), "scales": cfg.cam.scales,
-                           "flip": cfg.cam.flip, "root": str(voc.root)})
-    todo = [i for i in range(len(voc)) if not (out / f"{voc.ids[i]}.npz").exists()]
-    if not todo:
+    settings = {"classifier": load_checkpoint(weights).get("fingerprint"), "scales": cfg.cam.scales,
+                "flip": cfg.cam.flip, "root": str(voc.root)}
+    amp = autocast_dtype(cfg.amp, ctx.device)
+    if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
+        settings["precision"] = dtype_name(amp)
+    claim_output_dir(out, settings)
+    todo = distributed.shard([i for i in range(len(voc)) if not (out / f"{voc.ids[i]}.npz").exists()])
+    workers = 1 if ctx.device.type == "cuda" else cfg.cam.workers
+    start = time.perf_counter()
+    map_images(CamMaker, (ctx, split, root, checkpoint, out), todo, workers, f"make-cam {split}", ctx.progress)
+    distributed.barrier()
+    if not todo and distributed.world_size() == 1:
         log.info("make-cam: %s is complete (%d images), skipping", out, len(voc))
         return out
-    model = load_cam_model(ctx, checkpoint, voc.class_names)
-    start = time.perf_counter()
-    for index in tqdm(todo, desc=f"make-cam {split}", unit="img", disable=not ctx.progress, dynamic_ncols=True):
-        image = image_tensor(voc.load_image(index), ctx.device)
-        with torch.inference_mode():
-            cam = multiscale_cam(model.cam, image, cfg.cam.scales, cfg.cam.flip)
-            cams, keys = normalize_cam(cam, voc.labels[index])
-        save_npz(out / f"{voc.ids[index]}.npz", cams=cams.cpu().numpy().astype(np.float16), keys=keys)
     elapsed = time.perf_counter() - start
-    log.info("make-cam: %d images in %.1f s (%.2f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
+    log.info("make-cam: %d images in %.1f s (%.2f images/s)%s", len(todo), elapsed, len(todo) / max(elapsed, 1e-9),
+             f" on rank 0 of {distributed.world_size()}" if distributed.is_distributed() else "")
     return out

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..affinity import random_walk
+from ..amp import autocast, autocast_dtype, dtype_name
 from ..engine import load_checkpoint, load_model_weights, required_model
 from ..io import save_npz, save_palette_png
-from ..parallel import map_images
+from ..parallel import map_images, resolve_workers
 from ..seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from .common import RunContext, claim_output_dir, image_tensor
 from .make_aff_labels import best_cam_threshold, crf_refiner
@@ -81,13 +83,15 @@ class PseudoLabeler:
         self.ctx, self.voc = ctx, ctx.dataset(split, root)
         self.cams, self.out, self.alpha = cam_dir(ctx, split, root), pseudo_dir(ctx, split, root), alpha
         self.model = load_affinity_model(ctx, checkpoint)
+        self.amp = autocast_dtype(ctx.config.amp, ctx.device)
 
     def __call__(self, index: int) -> None:
         cfg, image_id = self.ctx.config, self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
         scores = scores_with_background(cams, self.alpha)
         with torch.inference_mode():
-            features = self.model(image_tensor(image, self.ctx.device)[None])[0]
+            with autocast(self.ctx.device, self.amp):  # the network only; the walk runs in float32
+                features = self.model(image_tensor(image, self.ctx.device)[None])[0].float()
             walked = walk_scores(features, scores, cfg.aff.radius, cfg.walk.beta, cfg.walk.steps).cpu().numpy()
         if cfg.walk.save_scores:
             save_npz(self.out / "scores" / f"{image_id}.npz", scores=walked.astype(np.float16), keys=keys)
@@ -108,18 +112,25 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     alpha = walk_alpha(ctx)
     weights = affinity_file(ctx, checkpoint)
     walk = ctx.config.walk
-    claim_output_dir(out, {"affinity_net": load_checkpoint(weights).get("fingerprint"), "alpha": alpha,
-                           "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
-                           "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power, "scores": walk.save_scores,
-                           "cams": cam_settings(ctx, split, root)})
-    todo = [i for i, image_id in enumerate(voc.ids) if not (out / "rw" / f"{image_id}.png").exists()]
-    if not todo:
+    settings = {"affinity_net": load_checkpoint(weights).get("fingerprint"), "alpha": alpha,
+                "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
+                "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power,
+                "scores": walk.save_scores, "cams": cam_settings(ctx, split, root)}
+    amp = autocast_dtype(ctx.config.amp, ctx.device)
+    if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
+        settings["precision"] = dtype_name(amp)
+    claim_output_dir(out, settings)
+    # this process's share under torchrun (all of it otherwise); rw/<id>.png marks a finished image
+    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not (out / "rw" / f"{image_id}.png").exists()])
+    if not todo and distributed.world_size() == 1:
         log.info("make-pseudo: %s is complete, skipping", out)
         return out
     start = time.perf_counter()
-    map_images(PseudoLabeler, (ctx, split, root, checkpoint, alpha), todo, ctx.config.walk.workers,
+    map_images(PseudoLabeler, (ctx, split, root, checkpoint, alpha), todo, walk.workers,
                f"make-pseudo {split}", ctx.progress)
     elapsed = time.perf_counter() - start
-    log.info("make-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s))", len(todo), elapsed,
-             len(todo) / max(elapsed, 1e-9), ctx.config.walk.workers)
+    log.info("make-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s)%s)", len(todo), elapsed,
+             len(todo) / max(elapsed, 1e-9), resolve_workers(walk.workers),
+             f", rank 0 of {distributed.world_size()}" if distributed.is_distributed() else "")
+    distributed.barrier()
     return out

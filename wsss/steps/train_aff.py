@@ -87,6 +87,6 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         dataset=AugmentedCrops(voc, augment, cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)), loss_fn=AffinityLoss(cfg.aff.radius), optim=cfg.aff,
         out_dir=ctx.run_dir / "aff", device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.aff.output_stride},
-        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
     )
     return train(job)

@@ -38,7 +38,7 @@ def multilabel_loss(model: CamNet, batch: dict):
 def cam_fingerprint(ctx: RunContext, class_names: list[str]) -> str:
     cfg = ctx.config
     return config_fingerprint({
-        "cam": cfg.cam.model_dump(mode="json", exclude={"scales", "flip", "eval_splits", "thresholds"}),
+        "cam": cfg.cam.model_dump(mode="json", exclude={"scales", "flip", "eval_splits", "thresholds", "workers"}),
         "backbone": cfg.backbone.model_dump(mode="json"),
         "classes": class_names, "split": cfg.data.train_split, "seed": cfg.seed,
     })
@@ -68,6 +68,6 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         dataset=AugmentedCrops(voc, augment, cfg.seed, image_labels=True), loss_fn=multilabel_loss, optim=cfg.cam,
         out_dir=ctx.run_dir / "cam", device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.cam.output_stride},
-        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
     )
     return train(job)

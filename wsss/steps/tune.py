@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..io import save_json
 from ..metrics import confusion_matrix, mean_iou
 from ..seeds import alpha_for_threshold, scores_to_labels, scores_with_background
+from ..distributed import on_main_process
 from .common import RunContext, image_tensor
 from .make_cam import cam_dir, load_cam
 from .make_pseudo import load_affinity_model, walk_scores
@@ -27,6 +28,7 @@ from .make_pseudo import load_affinity_model, walk_scores
 log = logging.getLogger("wsss")
 
 
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None, limit: int = 80,
         betas: Sequence[float] = (4, 8, 16), steps_list: Sequence[int] = (32, 128, 256),
         thresholds: Optional[Sequence[float]] = None) -> dict:
