@@ -143,6 +143,11 @@ class TrainJob:
     checkpoint_every: int = 0  # steps; 0 = at epoch ends only
     progress: bool = True
     max_steps: Optional[int] = None  # stop early (tests, benchmarks); the schedule still spans all epochs
+    # SSNet's reference code uses Adam and a step schedule: "adam" here (no momentum term) and
+    # lr_schedule(step, total_steps) -> factor of the base rate (default: poly with optim.poly_power).
+    optimizer: str = "sgd"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: Optional[Callable[[int, int], float]] = None
 
 
 def default_collate(samples: list[dict]) -> dict:
@@ -194,10 +199,11 @@ def train(job: TrainJob) -> Path:
         {"params": [p for p in job.param_groups["new"] if p.requires_grad], "lr_mult": optim.head_lr_mult},
     ]
     groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.SGD(
-        [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups],
-        lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay,
-    )
+    param_specs = [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups]
+    if job.optimizer == "adam":
+        optimizer = torch.optim.Adam(param_specs, lr=base, betas=job.adam_betas, weight_decay=optim.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(param_specs, lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
     step = 0
     if ckpt_path.exists():
@@ -242,7 +248,8 @@ def train(job: TrainJob) -> Path:
                 set_bn_frozen(model)
             tick = time.perf_counter()
             for batch in loader:
-                lr = poly_lr(base, step, total_steps, optim.poly_power)
+                lr = (base * job.lr_schedule(step, total_steps) if job.lr_schedule is not None
+                      else poly_lr(base, step, total_steps, optim.poly_power))
                 for group, spec in zip(optimizer.param_groups, groups):
                     group["lr"] = lr * spec["lr_mult"]
                 batch = _to_device(batch, job.device)
