@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation from image-level tags.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run every stage of the pipeline (skips finished work)")
+    p = sub.add_parser("run", help="run every stage of the pipeline (skips finished work; `pipeline: ssnet` "
+                                   "in the config runs SSNet's)")
     _common(p)
 
     p = sub.add_parser("train-cam", help="train the multi-label classifier that gives CAMs")
@@ -109,8 +110,32 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p, with_checkpoint=True)
     p.add_argument("--labels", choices=["pseudo", "gt"], help="which of the run's models to score")
 
+    p = sub.add_parser("train-ssnet", help="train SSNet (joint saliency + segmentation), stage 1 or 2")
+    _common(p)
+    _train_args(p)
+    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: Lc + Ls1; 2: adds Ls2 on mined labels")
+
+    p = sub.add_parser("make-ssnet-pseudo", help="pseudo labels from an SSNet (restricted to image labels, + CRF)")
+    _common(p)
+    _data_args(p, with_checkpoint=True)
+    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="which SSNet mines them (default 1)")
+
+    p = sub.add_parser("eval-ssnet-pseudo", help="score SSNet pseudo labels against masks")
+    _common(p)
+    _data_args(p)
+    p.add_argument("--stage", type=int, choices=[1, 2], default=1)
+
+    p = sub.add_parser("eval-ssnet", help="score SSNet: segmentation mIoU and saliency MAE / max F")
+    _common(p)
+    _data_args(p, with_checkpoint=True)
+    p.add_argument("--stage", type=int, choices=[1, 2], default=2)
+    p.add_argument("--saliency-data", type=Path, help="score saliency on every image of this images/ + masks/ folder "
+                                                      "instead of the held-out part")
+    p.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
+
     p = sub.add_parser("predict", help="segment new images with a trained model")
-    p.add_argument("--checkpoint", type=Path, required=True, help="model.pt of `wsss train-seg`")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps)")
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
     p.add_argument("--output", type=Path, required=True, help="folder for masks and overlays")
     p.add_argument("--device", default="auto")
@@ -200,7 +225,8 @@ def _dispatch(args) -> int:
     if getattr(args, "restart", False) and distributed.is_main():
         seg = "seg_gt" if getattr(args, "labels", None) == "gt" else "seg"
         stage_dir = {"train-cam": ctx.run_dir / "cam", "train-aff": ctx.run_dir / "aff",
-                     "train-seg": ctx.run_dir / seg}.get(args.command)
+                     "train-seg": ctx.run_dir / seg,
+                     "train-ssnet": ctx.run_dir / f"ssnet{getattr(args, 'stage', 1)}"}.get(args.command)
         if stage_dir is not None and stage_dir.exists():
             shutil.rmtree(stage_dir)
     distributed.barrier()
@@ -249,6 +275,24 @@ def _dispatch(args) -> int:
         from .steps import eval_seg
 
         eval_seg.run(ctx, args.split, args.data_root, args.checkpoint, args.labels)
+    elif args.command == "train-ssnet":
+        from .steps import train_ssnet
+
+        print(f"SSNet stage {args.stage}: {train_ssnet.run(ctx, args.stage)}")
+    elif args.command == "make-ssnet-pseudo":
+        from .steps import make_ssnet_pseudo
+
+        out = make_ssnet_pseudo.run(ctx, args.stage, args.split, args.data_root, args.checkpoint)
+        print(f"pseudo labels: {out}")
+    elif args.command == "eval-ssnet-pseudo":
+        from .steps import eval_ssnet
+
+        eval_ssnet.run_pseudo(ctx, args.stage, args.split, args.data_root)
+    elif args.command == "eval-ssnet":
+        from .steps import eval_ssnet
+
+        eval_ssnet.run(ctx, args.stage, args.split, args.data_root, args.checkpoint, args.saliency_data,
+                       saliency=not args.no_saliency)
     elif args.command == "tune":
         from .steps import tune
 

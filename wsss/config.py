@@ -173,10 +173,92 @@ class SegConfig(OptimConfig):
     eval_crf: bool = True
 
 
+class DemoSaliencyConfig(Section):
+    """Settings of the generated saliency dataset (used when ``ssnet.saliency.demo`` is set)."""
+
+    num_images: int = Field(48, ge=4)
+    image_size: int = Field(128, ge=32)
+    seed: int = 0
+
+
+class SaliencyDataConfig(Section):
+    """Class-agnostic saliency masks, DUTS/ECSSD layout: ``images/<id>.jpg`` + ``masks/<id>.png``."""
+
+    root: Path = Path("data/saliency")
+    # Held-out part, only ever scored (MAE, max F), never trained on: of the ids sorted by name,
+    # every ``holdout_every``-th one (positions holdout_every-1, 2*holdout_every-1, ...);
+    # 0 holds nothing out. The split is also written to <run_dir>/ssnet/saliency_split.json.
+    holdout_every: int = Field(5, ge=0)
+    demo: Optional[DemoSaliencyConfig] = None
+
+
+class SsnetStageConfig(OptimConfig):
+    """One SSNet training stage: the network (backbone + DeepLab head + SAM) and its optimiser."""
+
+    output_stride: Literal[8, 16, 32] = 16
+    head: Literal["aspp", "largefov"] = "aspp"
+    rates: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
+    # The reference code trains SSNet with Adam and a step schedule (lr x gamma every
+    # ``step_every`` iterations); sgd + poly is the rest of wsss's default.
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_decay: Literal["poly", "step"] = "poly"
+    step_every: int = Field(2000, ge=1)
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    lr: float = Field(0.002, gt=0)
+    freeze_bn: bool = True
+    epochs: int = Field(10, ge=1)
+    # Stage 2 only: start from the stage-1 weights instead of ImageNet (the paper trains a
+    # fresh network; starting from stage 1 needs fewer epochs).
+    init_from_stage1: bool = False
+
+
+class SsnetConfig(Section):
+    """SSNet (Zeng et al., ICCV 2019): joint saliency detection and weakly supervised segmentation."""
+
+    saliency: SaliencyDataConfig = Field(default_factory=SaliencyDataConfig)
+    # Weights of the loss terms: L = w_cls Lc + w_sal Ls1 (+ w_seg Ls2 in stage 2).
+    cls_weight: float = Field(1.0, ge=0)
+    sal_weight: float = Field(1.0, ge=0)
+    seg_weight: float = Field(1.0, ge=0)
+    # What the not-salient likelihood of Ls1 is: "background" = H_0 (the reference code's pairing
+    # of the background map with S), "complement" = 1 - S (plain binary cross-entropy).
+    saliency_negative: Literal["background", "complement"] = "background"
+    stage1: SsnetStageConfig = Field(default_factory=SsnetStageConfig)
+    stage2: SsnetStageConfig = Field(default_factory=SsnetStageConfig)
+    # Pseudo labels for stage 2: stage-1 segmentation restricted to the image's labels, averaged
+    # over these scales (+ flip), refined by the dense CRF of the ``crf`` section.
+    mine_scales: list[float] = Field(default_factory=lambda: [1.0])
+    mine_flip: bool = True
+    mine_crf: bool = True
+    workers: int = Field(1, ge=1)  # processes for mining (forward + CRF per image)
+    eval_scales: list[float] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
+    eval_crf: bool = True
+    # Evaluation (and mining) shrink images whose longer side exceeds this first, so that large
+    # photos (640 px COCO) are seen near the training scale; null = as they are. The reference
+    # resizes every evaluated image to 256 x 256.
+    eval_long_side: Optional[int] = Field(None, ge=16)
+    # `wsss run` also scores the stage-1 model and mines + scores stage-2 pseudo labels on the
+    # train split (when it has masks), to compare the stages; off saves that time.
+    compare_stages: bool = True
+
+    @field_validator("mine_scales", "eval_scales")
+    @classmethod
+    def _positive_scales(cls, value: list[float]) -> list[float]:
+        if not value or any(s <= 0 for s in value):
+            raise ValueError("scales must be a non-empty list of positive numbers")
+        return value
+
+
 class PipelineConfig(Section):
-    """The AffinityNet/PSA pipeline from tagged images to pseudo labels and a segmentation model."""
+    """A pipeline from tagged images to pseudo labels and a segmentation model.
+
+    ``pipeline`` picks what ``wsss run`` does: ``affinity`` (AffinityNet/PSA: cam, aff, walk,
+    seg sections) or ``ssnet`` (SSNet: the ssnet section).
+    """
 
     name: str = "run"
+    pipeline: Literal["affinity", "ssnet"] = "affinity"
     seed: int = 0
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
@@ -194,6 +276,7 @@ class PipelineConfig(Section):
     aff: AffinityConfig = Field(default_factory=AffinityConfig)
     walk: WalkConfig = Field(default_factory=WalkConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
+    ssnet: SsnetConfig = Field(default_factory=SsnetConfig)
 
     @field_validator("amp", mode="before")
     @classmethod

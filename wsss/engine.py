@@ -162,6 +162,11 @@ class TrainJob:
     amp: str = "auto"  # autocast: auto|on|off|bf16|fp16 (wsss.amp); auto = bf16/fp16 on CUDA, off on CPU
     sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch
     find_unused_parameters: bool = False  # DDP: set when loss_fn leaves trainable parameters unused
+    # SSNet's reference code uses Adam and a step schedule: "adam" here (no momentum term) and
+    # lr_schedule(step, total_steps) -> factor of the base rate (default: poly with optim.poly_power).
+    optimizer: str = "sgd"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: Optional[Callable[[int, int], float]] = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -255,10 +260,11 @@ def train(job: TrainJob) -> Path:
         {"params": [p for p in job.param_groups["new"] if p.requires_grad], "lr_mult": optim.head_lr_mult},
     ]
     groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.SGD(
-        [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups],
-        lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay,
-    )
+    param_specs = [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups]
+    if job.optimizer == "adam":
+        optimizer = torch.optim.Adam(param_specs, lr=base, betas=job.adam_betas, weight_decay=optim.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(param_specs, lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay)
     if optim.freeze_bn:
         # before DDP is built: it registers the parameters that need gradients once, at construction
         # (the optimizer keeps the BN parameters, gradient-less, as before, so older checkpoints load)
@@ -341,7 +347,8 @@ def train(job: TrainJob) -> Path:
                 set_bn_frozen(model)
             tick = time.perf_counter()
             for index, batch in enumerate(loader, start=offset):
-                lr = poly_lr(base, step, total_steps, optim.poly_power)
+                lr = (base * job.lr_schedule(step, total_steps) if job.lr_schedule is not None
+                      else poly_lr(base, step, total_steps, optim.poly_power))
                 for group, spec in zip(optimizer.param_groups, groups):
                     group["lr"] = lr * spec["lr_mult"]
                 local = len(batches[index])  # this rank's samples of the global batch

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,17 +52,22 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
 
 
 class Predictor:
-    """A trained segmentation network, ready to segment images."""
+    """A trained segmentation network (``train-seg``) or SSNet (``train-ssnet``), ready to segment
+    images; an SSNet also gives saliency maps (``has_saliency``)."""
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "auto", scales: Sequence[float] = (1.0,),
-                 flip: bool = False, crf: bool = False, amp: str = "auto"):
+                 flip: bool = False, crf: bool = False, amp: str = "auto", max_side: Optional[int] = None):
+        """``max_side``: images with a longer side are shrunk to it before the network sees them
+        (the prediction is upsampled back): keeps large photos near the scale the model was
+        trained at."""
         from .steps.train_seg import build_seg_net
 
         path = Path(checkpoint)
         payload = load_checkpoint(path)
-        if not isinstance(payload, dict) or payload.get("kind") != "segmentation":
-            kind = payload.get("kind") if isinstance(payload, dict) else None
-            raise WsssError(f"{path}: not a segmentation model (holds {kind!r}); pass the model.pt of `wsss train-seg`")
+        kind = payload.get("kind") if isinstance(payload, dict) else None
+        if kind not in ("segmentation", "ssnet"):
+            raise WsssError(f"{path}: not a segmentation model (holds {kind!r}); pass the model.pt of "
+                            "`wsss train-seg` or `wsss train-ssnet`")
         meta = payload["meta"]
         self.class_names: list[str] = meta["class_names"]
         self.fingerprint = payload.get("fingerprint")
@@ -70,25 +75,57 @@ class Predictor:
         if distributed.is_distributed() and self.device.type == "cuda":
             self.device = torch.device("cuda", distributed.local_rank())
         self.amp = autocast_dtype(amp, self.device)
-        self.model = build_seg_net(meta["backbone"], meta["output_stride"], len(self.class_names), meta["head"],
-                                   meta["rates"], pretrained=False)
-        self.model.load_state_dict(payload["model"])
-        self.model.to(self.device).eval()
-        self.scales, self.flip, self.crf = list(scales), flip, crf
+        self.has_saliency = kind == "ssnet"
+        if self.has_saliency:
+            from .steps.train_ssnet import load_ssnet
+
+            self.model = load_ssnet(path, self.device)
+        else:
+            self.model = build_seg_net(meta["backbone"], meta["output_stride"], len(self.class_names), meta["head"],
+                                       meta["rates"], pretrained=False)
+            self.model.load_state_dict(payload["model"])
+            self.model.to(self.device).eval()
+        self.scales, self.flip, self.crf, self.max_side = list(scales), flip, crf, max_side
+
+    def _scales(self, height: int, width: int) -> list[float]:
+        factor = min(1.0, self.max_side / max(height, width)) if self.max_side else 1.0
+        return [scale * factor for scale in self.scales]
+
+    def _outputs(self, batch: torch.Tensor):
+        with autocast(self.device, self.amp):
+            return self.model(batch)
+
+    def _softmax(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self._outputs(batch)
+        logits = out[0] if self.has_saliency else out  # an SSNet also returns its SAM scores
+        return F.softmax(logits.float(), dim=1)
+
+    def _image(self, image: ImageLike) -> tuple[np.ndarray, torch.Tensor]:
+        rgb = as_rgb_array(image)
+        return rgb, torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float()
 
     @torch.inference_mode()
     def probabilities(self, image: ImageLike) -> np.ndarray:
         """(C, H, W) float32 class probabilities (averaged over scales/flips, CRF-refined if set)."""
-        rgb = as_rgb_array(image)
-        tensor = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float()
-        summed = multiscale_sum(self._softmax, tensor, self.scales, self.flip)
+        rgb, tensor = self._image(image)
+        summed = multiscale_sum(self._softmax, tensor, self._scales(*rgb.shape[:2]), self.flip)
         probs = (summed / (len(self.scales) * (2 if self.flip else 1))).cpu().numpy()
         return dense_crf(rgb, probs, size_relative=True) if self.crf else probs
 
-    def _softmax(self, batch: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.amp):
-            logits = self.model(batch)
-        return F.softmax(logits.float(), dim=1)
+    @torch.inference_mode()
+    def saliency(self, image: ImageLike) -> np.ndarray:
+        """(H, W) float32 saliency in [0, 1] of an SSNet, S = sum_i v_i H_i (averaged over scales/flips)."""
+        if not self.has_saliency:
+            raise WsssError("this model gives no saliency maps; that needs an SSNet model (`wsss train-ssnet`)")
+        from .ssnet import saliency_map
+
+        def maps(batch: torch.Tensor) -> torch.Tensor:
+            logits, scores = self._outputs(batch)
+            return saliency_map(logits.float(), scores.float())[:, None]
+
+        rgb, tensor = self._image(image)
+        summed = multiscale_sum(maps, tensor, self._scales(*rgb.shape[:2]), self.flip)
+        return (summed[0] / (len(self.scales) * (2 if self.flip else 1))).clamp(0, 1).cpu().numpy()
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """(H, W) uint8 class indices (index into ``class_names``)."""
@@ -118,6 +155,9 @@ class _PredictJob:
         rgb = load_rgb(path)
         mask = self.predictor.predict(rgb)
         save_image(self.output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
+        if self.predictor.has_saliency:
+            saliency = np.round(self.predictor.saliency(rgb) * 255).astype(np.uint8)
+            save_image(self.output / f"{path.stem}_saliency.png", saliency)
         save_palette_png(self.output / f"{path.stem}.png", mask)  # written last: marks the image done
         return self.output / f"{path.stem}.png"
 
@@ -136,7 +176,8 @@ def _reusable_outputs(output: Path, settings: dict) -> bool:
 def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", scales: Sequence[float] = (1.0,),
         flip: bool = False, crf: bool = False, progress: bool = True, workers: int = 1,
         amp: str = "auto") -> list[Path]:
-    """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image.
+    """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image, and
+    ``<stem>_saliency.png`` (grayscale, 255 = salient) when the model is an SSNet.
 
     Masks already in ``output`` from the same model and settings are kept (a killed run
     continues); under torchrun each rank takes a share of the files, on CPU ``workers``

@@ -146,3 +146,33 @@ def demo_dataset_complete(root: str | Path) -> bool:
     """True when a previous generation finished (the labels file is written last)."""
     root = Path(root)
     return (root / "image_labels.json").exists() and (root / "class_names.txt").exists()
+
+
+SALIENCY_DONE = "README.txt"
+
+
+def generate_demo_saliency(root: str | Path, num_images: int = 48, image_size: int = 128, seed: int = 0) -> Path:
+    """Write a generated saliency dataset (``images/<id>.jpg``, ``masks/<id>.png``) under ``root``.
+
+    The scenes are those of the demo segmentation set (same backgrounds, shapes and textures),
+    each with one or two objects; the mask marks every object pixel salient (255), the void
+    ring around objects included. Uses its own random stream, so the segmentation set's files
+    do not depend on it. Deterministic: the same arguments give byte-identical files.
+    """
+    root = Path(root)
+    rng = np.random.default_rng([seed, 5])
+    for n in range(num_images):
+        num_objects = int(rng.choice([1, 2], p=[0.7, 0.3]))
+        image, mask, _ = render_scene(rng, image_size, num_objects)
+        save_image(root / "images" / f"sal_{n:04d}.jpg", image, quality=92)
+        save_image(root / "masks" / f"sal_{n:04d}.png", np.where(mask > 0, 255, 0).astype(np.uint8))
+    # written last: its presence marks a finished generation
+    (root / SALIENCY_DONE).write_text(
+        f"Generated saliency data (wsss.data.demo.generate_demo_saliency, {num_images} images, "
+        f"{image_size} px, seed {seed}): images/<id>.jpg, masks/<id>.png (255 salient).\n"
+    )
+    return root
+
+
+def demo_saliency_complete(root: str | Path) -> bool:
+    return (Path(root) / SALIENCY_DONE).exists()

@@ -21,6 +21,26 @@ from .train_seg import model_path
 log = logging.getLogger("wsss")
 
 
+def score_segmentation(predictor: Predictor, voc, eval_scales, eval_crf: bool, crf_size_relative: bool,
+                       progress: bool = True, desc: str = "eval-seg") -> dict[str, np.ndarray]:
+    """Confusion matrices of a model on a split with masks: single-scale and multi-scale + flip,
+    each also after dense CRF when ``eval_crf``."""
+    variants = {"single-scale": ([1.0], False), "multi-scale+flip": (list(eval_scales), True)}
+    names = [*variants] + ([f"{v}+CRF" for v in variants] if eval_crf else [])
+    confusions = {name: np.zeros((voc.num_classes,) * 2, dtype=np.int64) for name in names}
+    for index in tqdm(range(len(voc)), desc=desc, unit="img", disable=not progress, dynamic_ncols=True):
+        image = voc.load_image(index)
+        gt = voc.load_mask(index, image.shape[:2])
+        for name, (scales, flip) in variants.items():
+            predictor.scales, predictor.flip = scales, flip
+            probs = predictor.probabilities(image)
+            confusions[name] += confusion_matrix(probs.argmax(0), gt, voc.num_classes)
+            if eval_crf:
+                refined = dense_crf(image, probs, size_relative=crf_size_relative)
+                confusions[f"{name}+CRF"] += confusion_matrix(refined.argmax(0), gt, voc.num_classes)
+    return confusions
+
+
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None, labels: Optional[str] = None) -> dict:
@@ -33,19 +53,8 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     predictor = Predictor(path, cfg.device)
     if predictor.class_names != voc.class_names:
         raise WsssError(f"{path}: trained for classes {predictor.class_names[1:]}, the dataset has {voc.class_names[1:]}")
-    variants = {"single-scale": ([1.0], False), "multi-scale+flip": (cfg.seg.eval_scales, True)}
-    names = [*variants] + ([f"{v}+CRF" for v in variants] if cfg.seg.eval_crf else [])
-    confusions = {name: np.zeros((voc.num_classes,) * 2, dtype=np.int64) for name in names}
-    for index in tqdm(range(len(voc)), desc=f"eval-seg {split}", unit="img", disable=not ctx.progress, dynamic_ncols=True):
-        image = voc.load_image(index)
-        gt = voc.load_mask(index, image.shape[:2])
-        for name, (scales, flip) in variants.items():
-            predictor.scales, predictor.flip = scales, flip
-            probs = predictor.probabilities(image)
-            confusions[name] += confusion_matrix(probs.argmax(0), gt, voc.num_classes)
-            if cfg.seg.eval_crf:
-                refined = dense_crf(image, probs, size_relative=cfg.crf.size_relative)
-                confusions[f"{name}+CRF"] += confusion_matrix(refined.argmax(0), gt, voc.num_classes)
+    confusions = score_segmentation(predictor, voc, cfg.seg.eval_scales, cfg.seg.eval_crf, cfg.crf.size_relative,
+                                    ctx.progress, f"eval-seg {split}")
     reports = {name: segmentation_report(conf, voc.class_names) for name, conf in confusions.items()}
     name = ctx.output_name(split, root)
     kind = "seg_gt" if (labels or cfg.seg.labels) == "gt" and checkpoint is None else "seg"

@@ -31,6 +31,10 @@ def stage_table(summary: dict) -> str:
 
 def run(ctx: RunContext) -> dict:
     cfg = ctx.config
+    if cfg.pipeline == "ssnet":
+        from . import ssnet_pipeline
+
+        return ssnet_pipeline.run(ctx)
     timings = {}
 
     def timed(name, fn, *args, **kwargs):

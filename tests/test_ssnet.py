@@ -1,0 +1,245 @@
+"""SSNet: the saliency aggregation, the three losses, saliency metrics, and a tiny joint run."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from wsss.cli import main
+from wsss.data.saliency import saliency_partner, split_holdout
+from wsss.metrics import SaliencyScores, f_measure, precision_recall_curve, saliency_mae
+from wsss.models.backbone import build_backbone
+from wsss.models.ssnet import SSNet
+from wsss.ssnet import (classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss,
+                        saliency_map)
+
+
+def logits_of(probs):
+    """Logits whose softmax over dim 1 is ``probs``."""
+    return torch.log(torch.tensor(probs, dtype=torch.float64))
+
+
+def logit(p):
+    return math.log(p / (1 - p))
+
+
+# Two pixels, background + 2 classes: H(pixel 0) = (0.2, 0.5, 0.3), H(pixel 1) = (0.7, 0.1, 0.2)
+H = [[[[0.2, 0.7]], [[0.5, 0.1]], [[0.3, 0.2]]]]   # (1, 3, 1, 2)
+V = [0.8, 0.1]
+S = [0.5 * 0.8 + 0.3 * 0.1, 0.1 * 0.8 + 0.2 * 0.1]  # 0.43, 0.10
+
+
+def test_aggregation_is_sum_of_v_times_class_maps():
+    v_logits = torch.tensor([[logit(v) for v in V]], dtype=torch.float64)
+    out = saliency_map(logits_of(H), v_logits)
+    assert out.shape == (1, 1, 2)
+    np.testing.assert_allclose(out[0, 0].numpy(), S, rtol=1e-12)
+
+
+@pytest.mark.parametrize("negative", ["background", "complement"])
+def test_saliency_loss_is_the_log_likelihood(negative):
+    v_logits = torch.tensor([[logit(v) for v in V]], dtype=torch.float64)
+    # pixel 0 salient, pixel 1 not salient; a third pixel is padding and must not count
+    logits = torch.cat([logits_of(H), logits_of([[[[0.1]], [[0.1]], [[0.8]]]])], dim=3)
+    target = torch.tensor([[[1, 0, 255]]])
+    loss = saliency_loss(logits, v_logits, target, negative)
+    not_salient = 0.7 if negative == "background" else 1 - S[1]
+    assert loss.item() == pytest.approx(-(math.log(S[0]) + math.log(not_salient)) / 2, rel=1e-10)
+
+
+def test_saliency_loss_stays_finite_when_saliency_underflows():
+    logits = torch.tensor([[[[0.0]], [[-200.0]], [[-200.0]]]], requires_grad=True)  # S ~ e^-200, 0 in float32
+    v_logits = torch.zeros(1, 2, requires_grad=True)
+    loss = saliency_loss(logits, v_logits, torch.tensor([[[1]]]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(200.0, abs=1e-3)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(v_logits.grad).all()
+    assert saliency_loss(logits, v_logits, torch.full((1, 1, 1), 255)).item() == 0.0
+
+
+def test_classification_loss_pools_logits_then_sigmoid_cross_entropy():
+    # class maps: background anything, class 1 mean 2.0, class 2 mean -1.0
+    logits = torch.tensor([[[[5.0, -5.0]], [[1.0, 3.0]], [[-1.5, -0.5]]]])
+    labels = torch.tensor([[1.0, 0.0]])
+    expected = (-math.log(1 / (1 + math.exp(-2.0))) - math.log(1 - 1 / (1 + math.exp(1.0)))) / 2
+    assert classification_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pseudo_label_loss_is_cross_entropy_ignoring_void():
+    logits = logits_of(H).float()
+    target = torch.tensor([[[1, 255]]])
+    assert pseudo_label_loss(logits, target).item() == pytest.approx(-math.log(0.5), rel=1e-6)
+
+
+def test_restricted_probabilities_drop_absent_classes():
+    logits = torch.tensor([[[[0.0]], [[2.0]], [[1.0]], [[3.0]]]])  # bg + 3 classes, one pixel
+    probs = restricted_probabilities(logits, torch.tensor([[0.0, 1.0, 0.0]]))[0, :, 0, 0]
+    kept = torch.softmax(torch.tensor([0.0, 1.0]), 0)
+    torch.testing.assert_close(probs, torch.tensor([kept[0], 0.0, kept[1], 0.0]))
+    none = restricted_probabilities(logits, torch.zeros(1, 3))[0, :, 0, 0]
+    torch.testing.assert_close(none, torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
+def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():
+    net = SSNet(build_backbone("efficientnet_lite0", 16, pretrained=False), 6).eval()
+    with torch.no_grad():
+        logits, v = net(torch.rand(2, 3, 64, 96) * 255)
+        _, v_big = net(torch.rand(1, 3, 128, 80) * 255)
+    assert logits.shape == (2, 6, 4, 6) and v.shape == (2, 5) and v_big.shape == (1, 5)
+
+
+def test_saliency_metrics_on_known_masks():
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    mask[:2, :2] = 255  # 4 of 16 pixels salient
+    perfect = SaliencyScores()
+    perfect.add(mask / 255.0, mask)
+    assert perfect.result() == {"mae": 0.0, "max_f": 1.0, "best_threshold": 1, "num_images": 1}
+
+    flat = np.full((4, 4), 0.5)
+    assert saliency_mae(flat, mask) == 0.5
+    precision, recall = precision_recall_curve(flat, mask)
+    # level round(127.5) = 128: thresholds 0..128 call every pixel salient, 129..255 none
+    assert precision[128] == 0.25 and recall[128] == 1.0 and precision[129] == 0.0 and recall[129] == 0.0
+    scores = SaliencyScores()
+    scores.add(flat, mask)
+    assert scores.result()["max_f"] == pytest.approx(1.3 * 0.25 / (0.3 * 0.25 + 1), abs=1e-4)
+
+    # two images: precision and recall are averaged over images before the F-measure
+    half = mask / 255.0 * 0.6  # salient pixels at 0.6 (level 153), the rest 0
+    miss = np.zeros((4, 4))
+    scores = SaliencyScores()
+    scores.add(half, mask)
+    scores.add(miss, mask)
+    result = scores.result()
+    assert result["mae"] == pytest.approx((4 * 0.4 / 16 + 4 / 16) / 2, abs=1e-4)
+    assert result["max_f"] == pytest.approx(float(f_measure(np.array(0.5), np.array(0.5))), abs=1e-4)
+    assert result["max_f"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_saliency_split_and_pairing_are_deterministic_and_even():
+    ids = [f"img{i:03d}" for i in range(23)]
+    train, held = split_holdout(list(reversed(ids)), 5)
+    assert held == ["img004", "img009", "img014", "img019"] and not set(train) & set(held)
+    assert len(train) + len(held) == 23
+    assert split_holdout(ids, 0) == (ids, [])
+    # over 3 epochs of 10 segmentation samples, each of 6 saliency images is used 5 times
+    partners = [saliency_partner(i, e, 10, 6, seed=0) for e in range(3) for i in range(10)]
+    assert np.bincount(partners, minlength=6).tolist() == [5] * 6
+    assert partners == [saliency_partner(i, e, 10, 6, seed=0) for e in range(3) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def ssnet_run(tmp_path_factory, tiny_dataset):
+    """Stage 1 -> mining -> stage 2 -> evaluation through the CLI on generated data."""
+    tmp = tmp_path_factory.mktemp("ssnet")
+    stage = {"output_stride": 16, "epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 2e-4, "head_lr_mult": 10,
+             "resize_long": [72, 96], "crop_size": 80}
+    config = {
+        "name": "tiny-ssnet", "seed": 0, "device": "cpu", "pipeline": "ssnet",
+        "data": {"root": str(tiny_dataset)},
+        "backbone": {"name": "efficientnet_lite0", "pretrained": True},
+        "ssnet": {"saliency": {"root": str(tmp / "saliency"), "holdout_every": 5,
+                               "demo": {"num_images": 15, "image_size": 80, "seed": 3}},
+                  "stage1": stage, "stage2": {**stage, "epochs": 1, "init_from_stage1": True},
+                  "eval_scales": [1.0], "eval_crf": False, "compare_stages": False},
+    }
+    path = tmp / "ssnet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = tmp / "run"
+    common = ["--config", str(path), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["run", *common]) == 0
+    return run_dir, common
+
+
+def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset):
+    run_dir, common = ssnet_run
+    for stage, terms in ((1, {"loss_cls", "loss_sal"}), (2, {"loss_cls", "loss_sal", "loss_seg"})):
+        log = [json.loads(line) for line in (run_dir / f"ssnet{stage}" / "train_log.jsonl").read_text().splitlines()]
+        assert len(log) == 4 * (2 if stage == 1 else 1)  # 32 images / batch 8 per epoch
+        assert terms <= set(log[0]) and all(math.isfinite(r["loss"]) for r in log)
+    log1 = [json.loads(line) for line in (run_dir / "ssnet1" / "train_log.jsonl").read_text().splitlines()]
+    assert np.mean([r["loss_sal"] for r in log1[-3:]]) < log1[0]["loss_sal"]
+
+    split = json.loads((run_dir / "ssnet" / "saliency_split.json").read_text())
+    assert len(split["held_out"]) == 3 and len(split["train"]) == 12
+
+    # pseudo labels only use background and the image's own classes
+    from wsss.data.voc import VocDataset
+
+    voc = VocDataset(tiny_dataset, "train")
+    for index in range(len(voc)):
+        for kind in ("seg", "crf"):
+            label_map = np.asarray(Image.open(run_dir / "ssnet_pseudo" / "stage1" / "train" / kind / f"{voc.ids[index]}.png"))
+            allowed = {0} | {k + 1 for k in np.flatnonzero(voc.labels[index])}
+            assert set(np.unique(label_map)) <= allowed
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("ssnet1/pseudo_seg/train", "ssnet1/pseudo_crf/train", "ssnet2/seg/val"):
+        assert 0 <= summary[key]["miou"] <= 100, key
+    result = json.loads((run_dir / "eval" / "ssnet2_val.json").read_text())
+    assert set(result["miou"]) == {"single-scale", "multi-scale+flip"}
+    for variant in result["saliency"].values():
+        assert variant["num_images"] == 3 and 0 <= variant["mae"] <= 1 and 0 <= variant["max_f"] <= 1
+    # the objects are salient and distinct: even this short run must beat calling everything salient
+    # (F of "all salient" is at most 1.3 p / (0.3 p + 1) with p the salient share, < 0.3 here)
+    assert result["saliency"]["multi-scale+flip"]["max_f"] > 0.5
+
+    # finished work is skipped on a re-run
+    model = run_dir / "ssnet2" / "model.pt"
+    stamp = model.stat().st_mtime_ns
+    assert main(["train-ssnet", *common, "--stage", "2"]) == 0
+    assert model.stat().st_mtime_ns == stamp
+
+
+def test_predict_writes_saliency_maps_for_an_ssnet(ssnet_run, tmp_path):
+    run_dir, _ = ssnet_run
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(inputs / "odd.jpg")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run_dir / "ssnet2" / "model.pt"), "--input", str(inputs),
+                 "--output", str(out), "--no-progress"]) == 0
+    saliency = Image.open(out / "odd_saliency.png")
+    assert saliency.mode == "L" and saliency.size == (53, 37)
+    assert Image.open(out / "odd.png").mode == "P"
+
+
+def test_stage_two_needs_mined_labels(tmp_path, tiny_dataset, capsys):
+    config = {"device": "cpu", "data": {"root": str(tiny_dataset)},
+              "ssnet": {"saliency": {"root": str(tmp_path / "sal"), "demo": {"num_images": 6, "image_size": 64}}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train-ssnet", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--stage", "2"]) == 2
+    assert "make-ssnet-pseudo --stage 1" in capsys.readouterr().err
+
+
+def test_missing_saliency_data_is_a_clear_error(tmp_path, tiny_dataset, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"device": "cpu", "data": {"root": str(tiny_dataset)},
+                                    "ssnet": {"saliency": {"root": str(tmp_path / "nowhere")}}}))
+    assert main(["train-ssnet", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "images/ and masks/" in err
+
+
+@pytest.mark.parametrize("name", ["ssnet_msrc", "ssnet_voc12", "ssnet_demo"])
+def test_shipped_ssnet_configs_validate(name):
+    from wsss.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.pipeline == "ssnet"
+
+
+def test_step_schedule_is_the_reference_codes():
+    from wsss.config import SsnetStageConfig
+    from wsss.steps.train_ssnet import lr_schedule
+
+    assert lr_schedule(SsnetStageConfig(lr_decay="poly")) is None  # the engine's poly decay
+    step = lr_schedule(SsnetStageConfig(lr_decay="step", step_every=2000, step_gamma=0.1))
+    assert [step(s, 10_000) for s in (0, 1999, 2000, 4500)] == pytest.approx([1.0, 1.0, 0.1, 0.01])

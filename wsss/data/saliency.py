@@ -1,0 +1,128 @@
+"""Class-agnostic saliency data (DUTS / ECSSD layout) and SSNet's mixed training batches.
+
+Layout::
+
+    images/<id>.jpg     (or .jpeg/.png)
+    masks/<id>.png      0 = background; any non-zero value counts as salient
+
+The ids are the mask names. A deterministic part is held out for scoring (every k-th id of the
+sorted list); SSNet never trains on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import WsssError
+from ..io import load_rgb, load_saliency_mask
+from .crops import AugmentedCrops
+from .transforms import JointAugment
+from .voc import IMAGE_SUFFIXES
+
+
+def saliency_ids(root: Path) -> list[str]:
+    """Sorted ids of ``root/masks/*.png``; every one must have an image in ``root/images``."""
+    root = Path(root)
+    mask_dir, image_dir = root / "masks", root / "images"
+    if not mask_dir.is_dir() or not image_dir.is_dir():
+        raise WsssError(f"{root}: saliency dataset needs images/ and masks/ folders; point ssnet.saliency.root at one")
+    ids = sorted(p.stem for p in mask_dir.glob("*.png"))
+    if not ids:
+        raise WsssError(f"{mask_dir}: no masks (*.png) found")
+    return ids
+
+
+def split_holdout(ids: list[str], holdout_every: int) -> tuple[list[str], list[str]]:
+    """(train ids, held-out ids): of the sorted ids, positions k-1, 2k-1, ... are held out (k = holdout_every)."""
+    ids = sorted(ids)
+    if holdout_every <= 0:
+        return ids, []
+    held = [i for n, i in enumerate(ids) if n % holdout_every == holdout_every - 1]
+    held_set = set(held)
+    return [i for i in ids if i not in held_set], held
+
+
+class SaliencyDataset:
+    """Images and binary masks of a saliency dataset (a subset of its ids, if given).
+
+    ``load_image(i)`` -> (H, W, 3) uint8 RGB; ``load_mask(i)`` -> (H, W) uint8 in {0, 1}.
+    """
+
+    def __init__(self, root: str | Path, ids: Optional[list[str]] = None):
+        self.root = Path(root)
+        self.ids = list(ids) if ids is not None else saliency_ids(self.root)
+        if not self.ids:
+            raise WsssError(f"{self.root}: no saliency images selected")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, index: int) -> Path:
+        image_id = self.ids[index]
+        for suffix in IMAGE_SUFFIXES:
+            path = self.root / "images" / f"{image_id}{suffix}"
+            if path.exists():
+                return path
+        raise WsssError(f"{self.root / 'images' / image_id}.jpg: image of saliency mask {image_id!r} not found")
+
+    def load_image(self, index: int) -> np.ndarray:
+        return load_rgb(self.image_path(index))
+
+    def load_mask(self, index: int, expected_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """(H, W) uint8: 1 salient (any non-zero pixel), 0 not; checked against the image size if given."""
+        path = self.root / "masks" / f"{self.ids[index]}.png"
+        mask = load_saliency_mask(path).astype(np.uint8)
+        if expected_size is not None and mask.shape != tuple(expected_size):
+            raise WsssError(
+                f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {expected_size[1]}x{expected_size[0]}; "
+                "masks must match their images pixel for pixel"
+            )
+        return mask
+
+
+def saliency_partner(index: int, epoch: int, num_seg: int, num_sal: int, seed: int) -> int:
+    """The saliency image paired with segmentation sample ``index`` in ``epoch``.
+
+    Slot p = epoch * num_seg + index walks through successive seeded permutations of the
+    saliency set, so every saliency image is used equally often over training, independent of
+    the batch order (and so of resuming or the number of workers).
+    """
+    slot = epoch * num_seg + index
+    block, offset = divmod(slot, num_sal)
+    return int(np.random.default_rng([seed, block, 4243]).permutation(num_sal)[offset])
+
+
+class MixedCrops(torch.utils.data.Dataset):
+    """SSNet's joint samples: an augmented crop of the segmentation set (image-level ``label``,
+    and ``target`` pseudo labels in stage 2) with a saliency crop, ``sal_image`` (3, S, S) and
+    ``sal_target`` (S, S) long in {0, 1, 255 = padding}.
+
+    A batch of B samples thus mixes B segmentation images and B saliency images (the reference
+    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2).
+    """
+
+    def __init__(self, seg: AugmentedCrops, saliency: SaliencyDataset, augment: JointAugment, seed: int):
+        self.seg, self.saliency, self.augment, self.seed, self.epoch = seg, saliency, augment, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.seg.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.seg)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.seg[index]
+        partner = saliency_partner(index, self.epoch, len(self.seg), len(self.saliency), self.seed)
+        image = self.saliency.load_image(partner)
+        mask = self.saliency.load_mask(partner, image.shape[:2])
+        # the partner's own stream: (seed, epoch, slot, 1) never collides with a segmentation crop's
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        image, (mask,), _ = self.augment(image, [mask], rng)
+        sample["sal_image"] = torch.from_numpy(image).permute(2, 0, 1).float()
+        sample["sal_target"] = torch.from_numpy(mask).long()
+        return sample

@@ -1,0 +1,49 @@
+"""`wsss run` with ``pipeline: ssnet``: SSNet stage 1, pseudo labels, stage 2, scores.
+
+Each stage skips work it finds complete, so re-running the same command after an
+interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from . import eval_ssnet, make_ssnet_pseudo, train_ssnet
+from .common import RunContext
+
+log = logging.getLogger("wsss")
+
+
+def run(ctx: RunContext) -> dict:
+    from .pipeline import stage_table
+
+    cfg = ctx.config
+    train_split, val = cfg.data.train_split, cfg.data.val_split
+    compare = cfg.ssnet.compare_stages
+    timings = {}
+
+    def timed(name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timings[name] = round(time.perf_counter() - start, 2)
+        log.info("%s done in %.1f s", name, timings[name])
+        return result
+
+    train_has_masks = ctx.dataset(train_split).has_masks
+    timed("train-ssnet/1", train_ssnet.run, ctx, 1)
+    timed(f"make-ssnet-pseudo/1/{train_split}", make_ssnet_pseudo.run, ctx, 1, train_split)
+    if train_has_masks:
+        timed(f"eval-ssnet-pseudo/1/{train_split}", eval_ssnet.run_pseudo, ctx, 1, train_split)
+    if compare and val:
+        timed(f"eval-ssnet/1/{val}", eval_ssnet.run, ctx, 1, val)
+    timed("train-ssnet/2", train_ssnet.run, ctx, 2)
+    if compare and train_has_masks:
+        timed(f"make-ssnet-pseudo/2/{train_split}", make_ssnet_pseudo.run, ctx, 2, train_split)
+        timed(f"eval-ssnet-pseudo/2/{train_split}", eval_ssnet.run_pseudo, ctx, 2, train_split)
+    if val:
+        timed(f"eval-ssnet/2/{val}", eval_ssnet.run, ctx, 2, val)
+    ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), **timings})
+    summary = ctx.summary()
+    print("\n" + stage_table(summary))
+    return summary
