@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _train_args(p)
     p.add_argument("--labels", choices=["pseudo", "gt"], help="pseudo labels (default) or ground-truth masks")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps of the schedule and write model.pt; the same command "
+                        "without it resumes and finishes the schedule")
 
     p = sub.add_parser("eval-seg", help="score the segmentation network (single/multi-scale, +/- CRF)")
     _common(p)
@@ -270,7 +273,7 @@ def _dispatch(args) -> int:
     elif args.command == "train-seg":
         from .steps import train_seg
 
-        print(f"segmentation model: {train_seg.run(ctx, args.labels)}")
+        print(f"segmentation model: {train_seg.run(ctx, args.labels, max_steps=args.max_steps)}")
     elif args.command == "eval-seg":
         from .steps import eval_seg
 

@@ -102,8 +102,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 
 def finished_model(path: Path, fingerprint: str) -> bool:
-    """True when ``path`` holds a final model trained with the settings of ``fingerprint``."""
-    return Path(path).exists() and load_checkpoint(Path(path)).get("fingerprint") == fingerprint
+    """True when ``path`` holds a final model trained with the settings of ``fingerprint`` through
+    its whole schedule (a model written early by ``max_steps`` is resumed, not reused)."""
+    if not Path(path).exists():
+        return False
+    payload = load_checkpoint(Path(path))
+    meta = payload.get("meta") or {}
+    complete = meta.get("steps", 0) >= meta.get("total_steps", 0)
+    return payload.get("fingerprint") == fingerprint and complete
 
 
 def required_model(checkpoint: Optional[Path], default: Path, what: str, command: str) -> Path:
