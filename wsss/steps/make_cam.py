@@ -3,7 +3,8 @@
 Each image gets ``<out>/<id>.npz`` with ``cams`` (K, H, W) float16, normalised to max 1, for
 its K labelled classes and ``keys`` (K,) their foreground indices. Finished images are skipped,
 so an interrupted run continues where it stopped. Under torchrun each rank computes a disjoint
-share of the images; on CPU ``cam.workers`` processes share them; the files are the same.
+share of the images; on CPU ``cam.workers`` processes share them; the files are those of one
+process computing with the same number of torch threads (see wsss.parallel).
 """
 
 from __future__ import annotations
