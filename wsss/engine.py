@@ -269,8 +269,10 @@ def train(job: TrainJob) -> Path:
     param_specs = [{"params": g["params"], "lr": base * g["lr_mult"]} for g in groups]
     if job.optimizer == "adam":
         optimizer = torch.optim.Adam(param_specs, lr=base, betas=job.adam_betas, weight_decay=optim.weight_decay)
-    else:
+    elif job.optimizer == "sgd":
         optimizer = torch.optim.SGD(param_specs, lr=base, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    else:
+        raise WsssError(f"{job.kind}: unknown optimizer {job.optimizer!r}; use sgd or adam")
     if optim.freeze_bn:
         # before DDP is built: it registers the parameters that need gradients once, at construction
         # (the optimizer keeps the BN parameters, gradient-less, as before, so older checkpoints load)
