@@ -14,6 +14,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from ..data.saliency import SaliencyDataset, saliency_ids
+from ..distributed import on_main_process
 from ..engine import required_model
 from ..errors import WsssError
 from ..io import save_json
@@ -40,6 +41,7 @@ def score_saliency(predictor: Predictor, dataset: SaliencyDataset, scales, progr
     return {name: score.result() for name, score in scores.items()}
 
 
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None, saliency_data: Optional[Path] = None, saliency: bool = True) -> dict:
     """Segmentation of ``split`` (when it has masks) and saliency of the held-out images (or of
@@ -92,6 +94,7 @@ def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Opti
     return result
 
 
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run_pseudo(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Optional[Path] = None) -> dict:
     """Score the pseudo labels mined with the stage-``stage`` model against ``split``'s masks."""
     check_stage(stage)

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import distributed
 from ..cam import multiscale_sum
 from ..engine import load_checkpoint, required_model
 from ..io import save_palette_png
@@ -87,8 +88,9 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
                            "long_side": s.eval_long_side,
                            "flip": s.mine_flip, "crf": cfg.crf.model_dump() if s.mine_crf else None,
                            "labels": cfg.data.labels})
-    todo = [i for i, image_id in enumerate(voc.ids) if not (out / "seg" / f"{image_id}.png").exists()]
-    if not todo:
+    # this process's share under torchrun (all of it otherwise); seg/<id>.png marks a finished image
+    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not (out / "seg" / f"{image_id}.png").exists()])
+    if not todo and distributed.world_size() == 1:
         log.info("make-ssnet-pseudo: %s is complete, skipping", out)
         return out
     start = time.perf_counter()
@@ -97,4 +99,5 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
     elapsed = time.perf_counter() - start
     log.info("make-ssnet-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s))", len(todo), elapsed,
              len(todo) / max(elapsed, 1e-9), s.workers)
+    distributed.barrier()
     return out

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..config import SsnetStageConfig
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.demo import demo_saliency_complete, generate_demo_saliency
@@ -85,8 +86,9 @@ def saliency_split(ctx: RunContext) -> tuple[list[str], list[str]]:
     train_ids, held_out = split_holdout(saliency_ids(saliency_root(ctx)), sal.holdout_every)
     if not train_ids:
         raise WsssError(f"{sal.root}: every saliency image is held out; raise ssnet.saliency.holdout_every")
-    save_json(ctx.run_dir / "ssnet" / "saliency_split.json",
-              {"root": str(sal.root), "holdout_every": sal.holdout_every, "train": train_ids, "held_out": held_out})
+    if distributed.is_main():
+        save_json(ctx.run_dir / "ssnet" / "saliency_split.json",
+                  {"root": str(sal.root), "holdout_every": sal.holdout_every, "train": train_ids, "held_out": held_out})
     return train_ids, held_out
 
 
@@ -165,6 +167,9 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
     voc = ctx.dataset(split)
     if not np.any(voc.labels):
         raise WsssError(f"{voc.root}: no image of split {split!r} has a label; SSNet's Lc cannot learn from that")
+    if distributed.is_main():  # under torchrun the demo saliency set is generated once, by rank 0
+        saliency_root(ctx)
+    distributed.barrier()
     train_ids, _ = saliency_split(ctx)
     saliency = SaliencyDataset(saliency_root(ctx), train_ids)
 
@@ -205,7 +210,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
         dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed),
         loss_fn=SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2),
         optim=stage_cfg, out_dir=stage_dir(ctx, stage), device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
-        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps,
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
         optimizer=stage_cfg.optimizer, adam_betas=tuple(stage_cfg.adam_betas), lr_schedule=lr_schedule(stage_cfg),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": stage_cfg.output_stride,
               "head": stage_cfg.head, "rates": list(stage_cfg.rates), "stage": stage},
