@@ -173,7 +173,7 @@ def test_predict_worker_processes_give_the_same_files_and_a_rerun_keeps_them(tmp
     assert all(p.stat().st_mtime_ns != t for p, t in stamps.items())
 
 
-def test_torchrun_ssnet_stage_one_and_mining_match_one_process(tmp_path, tiny_dataset):
+def test_torchrun_ssnet_stage_one_and_mining_match_one_process(tmp_path, tiny_dataset, monkeypatch):
     """SSNet under torchrun: the same joint loss curve (Lc + Ls1) and the same mined labels."""
     stage = {"output_stride": 16, "epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 2e-4,
              "resize_long": [56, 72], "crop_size": 56}
@@ -207,7 +207,14 @@ def test_torchrun_ssnet_stage_one_and_mining_match_one_process(tmp_path, tiny_da
     with torch_threads(1):
         assert main(["make-ssnet-pseudo", *common, "--run-dir", str(one), *checkpoint]) == 0
     run_wsss(["make-ssnet-pseudo", *common, "--run-dir", str(two), *checkpoint], nproc=2)
+    # and without torchrun: 2 worker processes of one command (1 thread each, as this process)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with torch_threads(1):
+        assert main(["make-ssnet-pseudo", *common, "--run-dir", str(tmp_path / "pool"), *checkpoint,
+                     "--workers", "2"]) == 0
+
+    def mined(run_dir, kind):
+        return {p.name: p.read_bytes() for p in (run_dir / "ssnet_pseudo" / "stage1" / "train" / kind).glob("*.png")}
+
     for kind in ("seg", "crf"):
-        mined_one = {p.name: p.read_bytes() for p in (one / "ssnet_pseudo" / "stage1" / "train" / kind).glob("*.png")}
-        mined_two = {p.name: p.read_bytes() for p in (two / "ssnet_pseudo" / "stage1" / "train" / kind).glob("*.png")}
-        assert len(mined_one) == 32 and mined_one == mined_two, kind
+        assert len(mined(one, kind)) == 32 and mined(one, kind) == mined(two, kind) == mined(tmp_path / "pool", kind), kind

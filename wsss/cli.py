@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _data_args(p, with_checkpoint=True)
     p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="which SSNet mines them (default 1)")
+    _workers_arg(p, "ssnet.workers")
 
     p = sub.add_parser("eval-ssnet-pseudo", help="score SSNet pseudo labels against masks")
     _common(p)
@@ -183,7 +184,7 @@ def _context(args):
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     if getattr(args, "workers", None) is not None:
-        key = "cam.workers" if args.command == "make-cam" else "walk.workers"
+        key = {"make-cam": "cam.workers", "make-ssnet-pseudo": "ssnet.workers"}.get(args.command, "walk.workers")
         overrides.append(f"{key}={args.workers}")
     config_path = args.config
     if config_path is None and args.run_dir is not None and (args.run_dir / "config.yaml").exists():

@@ -231,7 +231,7 @@ class SsnetConfig(Section):
     mine_scales: list[float] = Field(default_factory=lambda: [1.0])
     mine_flip: bool = True
     mine_crf: bool = True
-    workers: int = Field(1, ge=1)  # processes for mining (forward + CRF per image)
+    workers: int = Field(1, ge=0)  # processes for mining (forward + CRF per image), 0 = one per core
     eval_scales: list[float] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
     eval_crf: bool = True
     # Evaluation (and mining) shrink images whose longer side exceeds this first, so that large

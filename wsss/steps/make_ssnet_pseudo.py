@@ -27,7 +27,7 @@ from ..cam import multiscale_sum
 from ..engine import load_checkpoint, required_model
 from ..io import save_palette_png
 from ..models.ssnet import SSNet
-from ..parallel import map_images
+from ..parallel import map_images, resolve_workers
 from ..ssnet import restricted_probabilities
 from .common import RunContext, claim_output_dir, image_tensor
 from .make_aff_labels import crf_refiner
@@ -98,6 +98,6 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
                f"make-ssnet-pseudo stage {stage} {split}", ctx.progress)
     elapsed = time.perf_counter() - start
     log.info("make-ssnet-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s))", len(todo), elapsed,
-             len(todo) / max(elapsed, 1e-9), s.workers)
+             len(todo) / max(elapsed, 1e-9), resolve_workers(s.workers))
     distributed.barrier()
     return out
