@@ -15,7 +15,7 @@ from PIL import Image
 from wsss.cli import main
 from wsss.report import build_report
 from wsss.report.gallery import heat_colours, image_miou, pick_rows
-from wsss.report.run_data import NO_GROUND_TRUTH, NOT_RUN, RunData
+from wsss.report.run_data import NO_GROUND_TRUTH, NOT_RUN, SALIENCY_COLUMN, RunData
 from wsss.report.svg import bar_chart, line_chart, nice_ticks
 
 # `make test` sets this: there the browser test must run, not skip.
@@ -224,3 +224,33 @@ def test_gallery_rows_and_scores():
     assert image_miou(pred, gt, 3) == pytest.approx(100 * (4 / 5 + 2 / 3) / 2)
     ramp = heat_colours(np.array([[0.0, 1.0]]))
     assert ramp[0, 0, 2] > 150 and ramp[0, 0, 0] == 0 and ramp[0, 1, 0] > 200 and ramp[0, 1, 2] == 0  # blue -> red
+
+
+def test_ssnet_run_table_has_a_saliency_column_and_its_own_expected_stages(tmp_path):
+    run_dir = tmp_path / "ssnet-run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "s", "pipeline": "ssnet", "data": {"root": str(tmp_path / "absent"), "train_split": "train",
+                                                    "val_split": "val"},
+         "cam": {"eval_splits": ["train"]}, "walk": {"eval_splits": ["train"]}, "seg": {}}))
+    saliency = {"mae": 0.1723, "max_f": 0.7212, "best_threshold": 149, "num_images": 70}
+    (run_dir / "summary.json").write_text(json.dumps({
+        "ssnet1/pseudo_seg/train": {"miou": 58.9},
+        "ssnet2/seg/val": {"miou": 58.0, "note": "single-scale+CRF"},
+        "ssnet2/saliency": {"single-scale": saliency, "multi-scale+flip": {**saliency, "max_f": 0.7174}},
+        "timings_s": {"train-ssnet/1": 60.0},
+    }))
+    run = RunData(run_dir)
+    columns, rows = run.metric_rows()
+    cells = {row.stage: row.cells for row in rows}
+    # the saliency variants are rows in a column of their own, not splits
+    assert columns == ["train", "val", SALIENCY_COLUMN] and run.splits() == ["train", "val"]
+    assert cells["ssnet2/saliency: single-scale"][SALIENCY_COLUMN] == {
+        "mae": 0.1723, "max_f": 0.7212, "saliency_threshold": 149, "num_images": 70}
+    # the SSNet stages are expected, the AffinityNet ones are not
+    assert cells["ssnet2/pseudo_seg"]["train"] == NOT_RUN and cells["ssnet1/seg"]["val"] == NOT_RUN
+    assert not {"cam", "rw", "rw_crf", "seg"} & set(cells)
+
+    html = build_report(run_dir, tmp_path / "page.html").read_text()
+    assert "max F 0.721" in html and "at threshold 149/255" in html and "bg threshold 149" not in html
+    assert "no wall time recorded for make-ssnet-pseudo, eval-ssnet" in html and "train-cam" not in html

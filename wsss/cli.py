@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of `wsss run` (read only)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", help="run directory of `wsss run` (read only)")
+    p.add_argument("--run-dir", type=Path, dest="run_dir_option", metavar="RUN_DIR",
+                   help="the same, spelt as for the other commands")
     p.add_argument("--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--data-root", type=Path, help="the run's dataset, when data.root of its config does not reach it")
     p.add_argument("--images", nargs="+", default=None, metavar="ID",
@@ -220,7 +222,10 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from .steps import report
 
-        print(f"report: {report.run(args.run_dir, args.output, args.data_root, args.images, args.device)}")
+        run_dir = args.run_dir or args.run_dir_option
+        if run_dir is None:
+            raise WsssError("report: name the run directory, e.g. `wsss report runs/demo` or `--run-dir runs/demo`")
+        print(f"report: {report.run(run_dir, args.output, args.data_root, args.images, args.device)}")
         return 0
 
     ctx = _context(args)

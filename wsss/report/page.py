@@ -17,7 +17,7 @@ import yaml
 from ..io import VOC_PALETTE
 from . import svg
 from .gallery import Gallery, Tile, build_galleries
-from .run_data import NO_GROUND_TRUTH, NOT_RUN, RunData, format_metrics, is_number
+from .run_data import NO_GROUND_TRUTH, NOT_RUN, PIPELINE_STAGES, RunData, format_metrics, is_number
 
 log = logging.getLogger("wsss")
 
@@ -116,7 +116,7 @@ def run_section(run: RunData) -> str:
         parts.append(html_table(["stage", "wall time"], rows, "timings", numeric=(1,)))
         parts.append('<p class="sub">As recorded by the last <code>wsss run</code> that reached each stage; a stage '
                      "that found its work already done records the time it took to check.</p>")
-        absent = [s for s in ("train-cam", "train-aff", "make-pseudo", "train-seg")
+        absent = [s for s in PIPELINE_STAGES.get(run.pipeline, ())
                   if not any(k.split("/")[0] == s for k in timings)]
         if absent:
             parts.append(missing(f"no wall time recorded for {', '.join(absent)} (not run, or run as a separate "

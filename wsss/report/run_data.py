@@ -36,9 +36,20 @@ STAGE_TITLES = {
 METRIC_FORMATS = {
     "miou": ("mIoU", "{:.2f}"),
     "best_threshold": ("bg threshold", "{:.2f}"),
-    "mae": ("MAE", "{:.3f}"),
     "max_f": ("max F", "{:.3f}"),
+    "mae": ("MAE", "{:.3f}"),
+    "saliency_threshold": ("at threshold", "{:.0f}/255"),
+    "num_images": ("images", "{:.0f}"),
     "pixel_accuracy": ("pixel acc.", "{:.2f}"),
+}
+
+# The column of saliency scores (SSNet): they are measured on held-out saliency images, not on a split.
+SALIENCY_COLUMN = "saliency (held out)"
+
+# Per pipeline: the training/inference stages whose wall time a complete `wsss run` records.
+PIPELINE_STAGES = {
+    "affinitynet": ("train-cam", "train-aff", "make-pseudo", "train-seg"),
+    "ssnet": ("train-ssnet", "make-ssnet-pseudo", "eval-ssnet"),
 }
 
 NOT_RUN = "not run"
@@ -106,9 +117,22 @@ def metric_entries(summary: dict) -> dict[str, dict]:
 
 
 def split_key(key: str) -> tuple[str, str]:
-    """"rw_crf/train" -> ("rw_crf", "train"); a key without a split -> (key, "")."""
+    """"rw_crf/train" -> ("rw_crf", "train"); a key without a split -> (key, "").
+
+    SSNet's saliency scores, ``ssnet2/saliency/<variant>`` (optionally with a dataset name before
+    the variant), are a stage of their own per variant, in the saliency column:
+    ("ssnet2/saliency: multi-scale+flip", SALIENCY_COLUMN).
+    """
     stage, _, split = key.rpartition("/")
+    if "/saliency" in stage:
+        return f"{stage}: {split}", SALIENCY_COLUMN
     return (stage, split) if stage else (key, "")
+
+
+def saliency_metrics(metrics: dict) -> dict:
+    """A saliency entry's ``best_threshold`` is the 0-255 binarisation level of max F, not a
+    background threshold: renamed so the table says so."""
+    return {("saliency_threshold" if k == "best_threshold" else k): v for k, v in metrics.items()}
 
 
 def format_metrics(metrics: dict) -> list[tuple[str, str]]:
@@ -210,16 +234,26 @@ class RunData:
         if data.get("val_split"):
             found.append(data["val_split"])
         for key in metric_entries(self.summary):
-            found.append(split_key(key)[1])
+            split = split_key(key)[1]
+            if split != SALIENCY_COLUMN:
+                found.append(split)
         for folder in ("cams", "pseudo"):
             if (self.run_dir / folder).is_dir():
                 found += sorted(p.name for p in (self.run_dir / folder).iterdir() if p.is_dir())
         return list(dict.fromkeys(s for s in found if s))
 
     # --- metrics ------------------------------------------------------------------------------------
+    @property
+    def pipeline(self) -> str:
+        return str(self.config.get("pipeline") or "affinitynet")
+
     def expected_stages(self) -> list[tuple[str, str]]:
-        """(stage, split) pairs the config asks the AffinityNet pipeline to score."""
+        """(stage, split) pairs the config asks its pipeline to score."""
         data, cam, walk = self.section("data"), self.section("cam"), self.section("walk")
+        if self.pipeline == "ssnet":
+            train, val = data.get("train_split") or "train", data.get("val_split")
+            expected = [("ssnet1/pseudo_seg", train), ("ssnet2/pseudo_seg", train)]
+            return expected + ([("ssnet1/seg", val), ("ssnet2/seg", val)] if val else [])
         expected = [("cam", s) for s in cam.get("eval_splits", [])]
         for split in walk.get("eval_splits", []):
             expected.append(("rw", split))
@@ -246,6 +280,8 @@ class RunData:
                     name = f"{stage}: {variant}"
                     rows.setdefault(name, MetricRow(name, stage_title(name))).cells[split] = {"miou": miou}
             else:
+                if split == SALIENCY_COLUMN:
+                    metrics = saliency_metrics(metrics)
                 rows.setdefault(stage, MetricRow(stage, stage_title(stage))).cells[split] = metrics
         for stage, split in self.expected_stages():
             family = [r for r in rows.values() if r.stage == stage or r.stage.startswith(f"{stage}: ")]
@@ -264,8 +300,9 @@ class RunData:
         ranked = sorted(rows.values(), key=lambda r: (order.index(r.stage.split(": ")[0]) if r.stage.split(": ")[0] in order
                                                       else len(order), list(rows).index(r.stage)))
         columns = [s for s in self.splits() if any(s in r.cells for r in ranked)]
-        if any("" in r.cells for r in ranked):
-            columns.append("")
+        for extra in (SALIENCY_COLUMN, ""):
+            if any(extra in r.cells for r in ranked):
+                columns.append(extra)
         return columns, ranked
 
     def eval_variants(self, stage: str, split: str) -> dict[str, float]:
