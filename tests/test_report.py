@@ -184,6 +184,11 @@ def test_report_command_errors_and_output(tmp_path, made_up_run, capsys):
     assert "nowhere: run directory not found" in capsys.readouterr().err
     assert main(["report", str(made_up_run)]) == 0
     assert (made_up_run / "report.html").stat().st_mode & 0o044 == 0o044  # readable by others: it is for sharing
+    (made_up_run / "report.html").unlink()
+    assert main(["report", "--run-dir", str(made_up_run)]) == 0 and (made_up_run / "report.html").exists()
+    capsys.readouterr()
+    assert main(["report"]) == 2
+    assert "name the run directory" in capsys.readouterr().err
 
 
 def test_report_failure_is_logged_and_does_not_raise(tmp_path, caplog, monkeypatch):
