@@ -1,6 +1,5 @@
 """torchrun (gloo, CPU) training and sharded inference give what one process gives."""
 
-import contextlib
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import torch
 import yaml
 
 from wsss import distributed
+from tiny_run import torch_threads
 from wsss.cli import main
 from wsss.engine import epoch_order
 
@@ -36,16 +36,6 @@ def write_config(tmp_path, root, **top):
     path = tmp_path / "dist.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@contextlib.contextmanager
-def torch_threads(count):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def wsss_env():

@@ -1,7 +1,6 @@
 """Killed with SIGKILL mid-run and re-run with the same command, a stage ends with the files of an
 uninterrupted run; checkpoints from other settings or models are clear errors; seeds reproduce."""
 
-import contextlib
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import torch
 import torch.nn as nn
 import yaml
 
+from tiny_run import torch_threads
 from wsss.cli import main
 from wsss.config import OptimConfig, load_config
 from wsss.data.voc import VocDataset
@@ -26,17 +26,6 @@ from wsss.steps.common import RunContext
 from wsss.steps.train_aff import build_affinity_net
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def torch_threads(count):
-    """This process computes as a subprocess with OMP_NUM_THREADS=count does (bit for bit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_config(tmp_path, root, name="faults.yaml", **top):

@@ -1,6 +1,21 @@
-"""The tiny config that the end-to-end tests (and the shared run fixtures in conftest.py) train with."""
+"""The tiny config that the end-to-end tests (and the shared run fixtures in conftest.py) train
+with, and the thread pinning the multi-process tests compare under."""
 
+import contextlib
+
+import torch
 import yaml
+
+
+@contextlib.contextmanager
+def torch_threads(count):
+    """This process computes as a subprocess with OMP_NUM_THREADS=count does (bit for bit)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_config(tmp_path, root, **cam):

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -241,3 +242,20 @@ def add_file_logging(path: Path) -> None:
 def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 0..255 on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float()
+
+
+class StageTimer:
+    """The stage clock of `wsss run`: ``timed(name, fn, *args)`` runs one stage, logs its wall time
+    and records it in summary.json's ``timings_s`` as the stage ends, so a run that stops later
+    still shows where its time went."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def __call__(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds = round(time.perf_counter() - start, 2)
+        log.info("%s done in %.1f s", name, seconds)
+        self.ctx.update_summary("timings_s", {**self.ctx.summary().get("timings_s", {}), name: seconds})
+        return result

@@ -6,14 +6,9 @@ interruption continues where it stopped.
 
 from __future__ import annotations
 
-import logging
-import time
-
 from . import eval_cam, eval_pseudo, eval_seg, make_aff_labels, make_cam, make_pseudo, train_aff, train_cam, train_seg
 from . import report
-from .common import RunContext
-
-log = logging.getLogger("wsss")
+from .common import RunContext, StageTimer
 
 
 def stage_table(summary: dict) -> str:
@@ -35,16 +30,7 @@ def run(ctx: RunContext) -> dict:
         from . import ssnet_pipeline
 
         return ssnet_pipeline.run(ctx)
-    timings = {}
-
-    def timed(name, fn, *args, **kwargs):
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - start, 2)
-        log.info("%s done in %.1f s", name, timings[name])
-        # recorded as each stage ends, so a run that stops later still shows where its time went
-        ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), name: timings[name]})
-        return result
+    timed = StageTimer(ctx)
 
     timed("train-cam", train_cam.run, ctx)
     for split in cfg.cam.eval_splits:
@@ -67,7 +53,6 @@ def run(ctx: RunContext) -> dict:
     val = cfg.data.val_split
     if val and ctx.dataset(val).has_masks:
         timed(f"eval-seg/{val}", eval_seg.run, ctx, val)
-    ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), **timings})
     summary = ctx.summary()
     print("\n" + stage_table(summary))
     path = report.run_safely(ctx.run_dir)  # logs and returns None on failure: the results above stay

@@ -6,13 +6,8 @@ interruption continues where it stopped.
 
 from __future__ import annotations
 
-import logging
-import time
-
 from . import eval_ssnet, make_ssnet_pseudo, train_ssnet
-from .common import RunContext
-
-log = logging.getLogger("wsss")
+from .common import RunContext, StageTimer
 
 
 def run(ctx: RunContext) -> dict:
@@ -21,14 +16,7 @@ def run(ctx: RunContext) -> dict:
     cfg = ctx.config
     train_split, val = cfg.data.train_split, cfg.data.val_split
     compare = cfg.ssnet.compare_stages
-    timings = {}
-
-    def timed(name, fn, *args, **kwargs):
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - start, 2)
-        log.info("%s done in %.1f s", name, timings[name])
-        return result
+    timed = StageTimer(ctx)
 
     train_has_masks = ctx.dataset(train_split).has_masks
     timed("train-ssnet/1", train_ssnet.run, ctx, 1)
@@ -43,7 +31,6 @@ def run(ctx: RunContext) -> dict:
         timed(f"eval-ssnet-pseudo/2/{train_split}", eval_ssnet.run_pseudo, ctx, 2, train_split)
     if val:
         timed(f"eval-ssnet/2/{val}", eval_ssnet.run, ctx, 2, val)
-    ctx.update_summary("timings_s", {**ctx.summary().get("timings_s", {}), **timings})
     summary = ctx.summary()
     print("\n" + stage_table(summary))
     return summary
