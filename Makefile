@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	echo "torch==2.13.0" > $(CONSTRAINTS)
 	$(PY) -m pip install -q "torch==2.13.0"
 	PIP_CONSTRAINT=$(CONSTRAINTS) $(PY) -m pip install -q -e ".[test]"
+	# The random walk's C++ distance kernel, compiled once here so no run pays for it
+	# (optional: without a C++ compiler wsss uses its torch code).
+	$(PY) -m wsss.native
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,10 +1,13 @@
 """Tests of wsss.affinity: pair geometry, affinities, labels, loss and the random walk."""
 
+import logging
 import math
+import shutil
 
 import pytest
 import torch
 
+from wsss import native
 from wsss.affinity import (
     IGNORE_LABEL,
     affinity_from_features,
@@ -26,6 +29,27 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _require_native_kernels():
+    """The compiled kernels; a failure where a C++ compiler exists (the build must work there)."""
+    if not native.enabled():
+        pytest.skip(f"{native.ENV_SWITCH}=0 switches the C++ kernels off")
+    kernels = native.kernels()
+    if kernels is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler on this machine: the torch path is the only one")
+    assert kernels is not None, f"the C++ kernels did not build: {native.build_error()}"
+    return kernels
+
+
+@pytest.fixture(params=["native", "torch"])
+def distance_kernel(request, monkeypatch):
+    """Run a test once with the C++ distance kernel and once with the pure-torch code."""
+    if request.param == "native":
+        _require_native_kernels()
+    else:
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    return request.param
 
 
 def _inputs(channels, depth, h, w, seed=0, dtype=torch.float32):
@@ -218,7 +242,7 @@ GRIDS = [(7, 11), (13, 5), (1, 12), (12, 1), (16, 16)]
 
 @pytest.mark.parametrize("radius", [3, 5])
 @pytest.mark.parametrize("h, w", GRIDS)
-def test_random_walk_matches_dense_reference(h, w, radius):
+def test_random_walk_matches_dense_reference(h, w, radius, distance_kernel):
     for beta in (1.0, 8.0):
         cam32, features32 = _inputs(3, 5, h, w, seed=h * 100 + w + radius)
         cam64, features64 = cam32.double(), features32.double()
@@ -230,6 +254,50 @@ def test_random_walk_matches_dense_reference(h, w, radius):
             assert fast32.shape == (3, h, w)
             torch.testing.assert_close(fast64, expected, rtol=1e-11, atol=1e-13)
             torch.testing.assert_close(fast32.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_distances_equal_the_torch_code(dtype, monkeypatch):
+    from wsss.affinity import _mean_abs_diffs
+
+    kernels = _require_native_kernels()
+    generator = torch.Generator().manual_seed(3)
+    # 37 channels (not a multiple of any vector width), 9 x 13 pixels; shifts forward,
+    # backward, zero, and past either end of the grid (those rows must stay exactly 0).
+    flat = torch.randn(37, 9 * 13, generator=generator, dtype=torch.float64).to(dtype)
+    shifts = [1, 13, 27, -14, 0, 200, -200]
+    fused = kernels.mean_abs_diffs(flat, torch.tensor(shifts))
+    monkeypatch.setattr(native, "kernels", lambda: None)
+    reference = _mean_abs_diffs(flat, shifts)
+    assert fused.dtype == dtype and fused.shape == (len(shifts), 9 * 13)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 1e-14}
+    torch.testing.assert_close(fused, reference, **tolerance)
+    assert torch.all(fused[4] == 0) and torch.all(fused[5] == 0) and torch.all(fused[6] == 0)
+    assert fused[0, 0] > 0 and fused[0, -1] == 0  # the last pixel has no p + 1
+
+
+def test_random_walk_falls_back_to_torch_when_the_build_fails(monkeypatch, caplog):
+    def failing_build():
+        raise RuntimeError("Error building extension 'wsss_native': c++ not found")
+
+    monkeypatch.setitem(native._state, "tried", False)
+    monkeypatch.setitem(native._state, "module", None)
+    monkeypatch.setitem(native._state, "error", None)
+    monkeypatch.setattr(native, "_build", failing_build)
+    monkeypatch.setenv(native.ENV_SWITCH, "1")
+    cam, features = _inputs(3, 5, 9, 10, seed=4, dtype=torch.float64)
+    with caplog.at_level(logging.WARNING, logger="wsss"):
+        walked = random_walk(cam, features, radius=3, beta=4.0, steps=16)
+        random_walk(cam, features, radius=3, beta=4.0, steps=16)
+    warnings = [r for r in caplog.records if "could not be built" in r.getMessage()]
+    assert len(warnings) == 1 and "c++ not found" in warnings[0].getMessage()  # once, with the cause
+    assert "c++ not found" in native.build_error()
+    expected = random_walk_dense(cam, features, radius=3, beta=4.0, steps=16)
+    torch.testing.assert_close(walked, expected, rtol=1e-11, atol=1e-13)
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    monkeypatch.setattr(native, "_build", lambda: pytest.fail("WSSS_NATIVE=0 must not build"))
+    monkeypatch.setitem(native._state, "tried", False)
+    assert native.kernels() is None
 
 
 def test_random_walk_intermediate_steps_and_radius_one():

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsss import native
+
 __all__ = [
     "IGNORE_LABEL",
     "pair_offsets",
@@ -44,6 +46,8 @@ __all__ = [
 
 IGNORE_LABEL = 255
 """Label value meaning "unknown": pairs touching such a pixel are neither positive nor negative."""
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
 
 LOG_EPS = 1e-5
 """The epsilon inside the logs of the affinity loss (PSA's train_aff.py)."""
@@ -121,12 +125,18 @@ def _mean_abs_diffs(flat: Tensor, shifts: list[int]) -> Tensor:
         too (a flat shift does not know about rows): callers mask them with ``_pair_valid``.
 
     Working on the flattened grid makes every neighbour a contiguous 1-D slice, which is
-    about 10x faster on CPU than slicing the (h, w) grid. Without autograd the differences
-    go through one preallocated scratch buffer (no allocation per offset).
+    about 10x faster on CPU than slicing the (h, w) grid. Without autograd, a CPU (D, N)
+    input goes to the fused C++ kernel of ``wsss.native`` when it is available (one pass
+    per pair instead of three: about 3x faster); otherwise the differences go through one
+    preallocated scratch buffer (no allocation per offset).
     """
     *lead, depth, n = flat.shape
-    out = flat.new_zeros(*lead, len(shifts), n)
     in_place = not (torch.is_grad_enabled() and flat.requires_grad)
+    if in_place and not lead and shifts and flat.device.type == "cpu" and flat.dtype in _NATIVE_DTYPES:
+        kernels = native.kernels()
+        if kernels is not None:
+            return kernels.mean_abs_diffs(flat, torch.tensor(shifts, dtype=torch.long))
+    out = flat.new_zeros(*lead, len(shifts), n)
     scratch = torch.empty_like(flat) if in_place and shifts else None
     pieces = []
     for k, s in enumerate(shifts):

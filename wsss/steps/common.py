@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from ..data.voc import VocDataset
 from ..engine import resolve_device
 from ..errors import WsssError
 from ..io import atomic_path, remove_stale_temps, save_json
+from ..parallel import map_images, resolve_workers
 
 log = logging.getLogger("wsss")
 
@@ -121,6 +122,31 @@ def claim_output_dir(folder: Path, settings: dict) -> None:
     """
     if distributed.is_main():
         _claim(folder, settings)
+    distributed.barrier()
+
+
+def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settings: dict,
+                  finished: Callable[[str], Path], job: Callable, job_args: tuple, workers: int,
+                  desc: str) -> None:
+    """The skeleton of every per-image step (make-cam, make-aff-labels, make-pseudo, make-ssnet-pseudo).
+
+    Claims ``out`` for ``settings`` (``claim_output_dir``), skips the images whose
+    ``finished(image_id)`` file exists (each job writes that file last, so an interrupted run
+    resumes where it stopped), gives this process its share of the rest under torchrun, runs
+    ``job(*job_args)`` on them in ``workers`` processes (``map_images``), logs the throughput
+    and waits for the other ranks.
+    """
+    claim_output_dir(out, settings)
+    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not finished(image_id).exists()])
+    if not todo and distributed.world_size() == 1:
+        log.info("%s: %s is complete (%d images), skipping", step, out, len(voc))
+        return
+    start = time.perf_counter()
+    map_images(job, job_args, todo, workers, desc, ctx.progress)
+    elapsed = time.perf_counter() - start
+    log.info("%s: %d images in %.1f s (%.2f images/s, %d worker(s)%s)", step, len(todo), elapsed,
+             len(todo) / max(elapsed, 1e-9), resolve_workers(workers),
+             f", rank {distributed.rank()} of {distributed.world_size()}" if distributed.is_distributed() else "")
     distributed.barrier()
 
 

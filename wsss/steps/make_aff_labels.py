@@ -15,13 +15,11 @@ from typing import Optional
 
 import numpy as np
 
-from .. import distributed
 from ..crf import dense_crf
 from ..errors import WsssError
-from ..parallel import map_images
 from ..seeds import alpha_for_threshold, seed_labels
 from ..io import save_palette_png
-from .common import RunContext, claim_output_dir
+from .common import RunContext, run_per_image
 from .make_cam import cam_dir, cam_settings, load_cam_with_image
 
 log = logging.getLogger("wsss")
@@ -83,14 +81,9 @@ def run(ctx: RunContext, split: Optional[str] = None) -> Path:
     voc = ctx.dataset(split)
     out = aff_label_dir(ctx, split)
     alphas = seed_alphas(ctx)
-    claim_output_dir(out, {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
-                           "cams": cam_settings(ctx, split)})
-    # this process's share under torchrun (all of it otherwise)
-    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not (out / f"{image_id}.png").exists()])
-    if not todo and distributed.world_size() == 1:
-        log.info("make-aff-labels: %s is complete, skipping", out)
-        return out
+    settings = {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
+                "cams": cam_settings(ctx, split)}
     log.info("make-aff-labels: alpha %.3g for confident foreground, %.3g for confident background", *alphas)
-    map_images(SeedLabeler, (ctx, split, alphas), todo, ctx.config.walk.workers, f"aff-labels {split}", ctx.progress)
-    distributed.barrier()
+    run_per_image(ctx, "make-aff-labels", voc, out, settings, lambda image_id: out / f"{image_id}.png",
+                  SeedLabeler, (ctx, split, alphas), ctx.config.walk.workers, f"aff-labels {split}")
     return out

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .. import distributed
 from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam import multiscale_cam, normalize_cam
 from ..engine import load_checkpoint, load_model_weights, required_model
 from ..errors import WsssError
 from ..io import load_npz, save_npz
-from ..parallel import map_images
-from .common import RunContext, claim_output_dir, image_tensor
+from .common import RunContext, image_tensor, run_per_image
 from .train_cam import build_cam_net, model_path
 
 log = logging.getLogger("wsss")
@@ -103,16 +100,7 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     amp = autocast_dtype(cfg.amp, ctx.device)
     if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
         settings["precision"] = dtype_name(amp)
-    claim_output_dir(out, settings)
-    todo = distributed.shard([i for i in range(len(voc)) if not (out / f"{voc.ids[i]}.npz").exists()])
     workers = 1 if ctx.device.type == "cuda" else cfg.cam.workers
-    start = time.perf_counter()
-    map_images(CamMaker, (ctx, split, root, checkpoint, out), todo, workers, f"make-cam {split}", ctx.progress)
-    distributed.barrier()
-    if not todo and distributed.world_size() == 1:
-        log.info("make-cam: %s is complete (%d images), skipping", out, len(voc))
-        return out
-    elapsed = time.perf_counter() - start
-    log.info("make-cam: %d images in %.1f s (%.2f images/s)%s", len(todo), elapsed, len(todo) / max(elapsed, 1e-9),
-             f" on rank 0 of {distributed.world_size()}" if distributed.is_distributed() else "")
+    run_per_image(ctx, "make-cam", voc, out, settings, lambda image_id: out / f"{image_id}.npz",
+                  CamMaker, (ctx, split, root, checkpoint, out), workers, f"make-cam {split}")
     return out

@@ -13,7 +13,6 @@ dense CRF and arg-maxed. Written per image, atomically, as VOC-palette PNGs:
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -21,14 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
 from ..affinity import random_walk
 from ..amp import autocast, autocast_dtype, dtype_name
 from ..engine import load_checkpoint, load_model_weights, required_model
 from ..io import save_npz, save_palette_png
-from ..parallel import map_images, resolve_workers
 from ..seeds import alpha_for_threshold, scores_to_labels, scores_with_background
-from .common import RunContext, claim_output_dir, image_tensor
+from .common import RunContext, image_tensor, run_per_image
 from .make_aff_labels import best_cam_threshold, crf_refiner
 from .make_cam import cam_dir, cam_settings, load_cam_with_image
 from .train_aff import build_affinity_net, model_path
@@ -119,18 +116,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     amp = autocast_dtype(ctx.config.amp, ctx.device)
     if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
         settings["precision"] = dtype_name(amp)
-    claim_output_dir(out, settings)
-    # this process's share under torchrun (all of it otherwise); rw/<id>.png marks a finished image
-    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not (out / "rw" / f"{image_id}.png").exists()])
-    if not todo and distributed.world_size() == 1:
-        log.info("make-pseudo: %s is complete, skipping", out)
-        return out
-    start = time.perf_counter()
-    map_images(PseudoLabeler, (ctx, split, root, checkpoint, alpha), todo, walk.workers,
-               f"make-pseudo {split}", ctx.progress)
-    elapsed = time.perf_counter() - start
-    log.info("make-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s)%s)", len(todo), elapsed,
-             len(todo) / max(elapsed, 1e-9), resolve_workers(walk.workers),
-             f", rank 0 of {distributed.world_size()}" if distributed.is_distributed() else "")
-    distributed.barrier()
+    # rw/<id>.png, written last, marks a finished image
+    run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
+                  PseudoLabeler, (ctx, split, root, checkpoint, alpha), walk.workers, f"make-pseudo {split}")
     return out

@@ -15,21 +15,18 @@ Images labelled with no class become all background: real negatives.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .. import distributed
 from ..cam import multiscale_sum
 from ..engine import load_checkpoint, required_model
 from ..io import save_palette_png
 from ..models.ssnet import SSNet
-from ..parallel import map_images, resolve_workers
 from ..ssnet import restricted_probabilities
-from .common import RunContext, claim_output_dir, image_tensor
+from .common import RunContext, image_tensor, run_per_image
 from .make_aff_labels import crf_refiner
 from .train_ssnet import check_stage, load_ssnet, model_path, pseudo_dir
 
@@ -84,20 +81,10 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
     out = pseudo_dir(ctx, stage, split, root)
     weights = ssnet_file(ctx, stage, checkpoint)
     s = cfg.ssnet
-    claim_output_dir(out, {"model": load_checkpoint(weights).get("fingerprint"), "scales": s.mine_scales,
-                           "long_side": s.eval_long_side,
-                           "flip": s.mine_flip, "crf": cfg.crf.model_dump() if s.mine_crf else None,
-                           "labels": cfg.data.labels})
-    # this process's share under torchrun (all of it otherwise); seg/<id>.png marks a finished image
-    todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not (out / "seg" / f"{image_id}.png").exists()])
-    if not todo and distributed.world_size() == 1:
-        log.info("make-ssnet-pseudo: %s is complete, skipping", out)
-        return out
-    start = time.perf_counter()
-    map_images(SsnetMiner, (ctx, stage, split, root, checkpoint), todo, s.workers,
-               f"make-ssnet-pseudo stage {stage} {split}", ctx.progress)
-    elapsed = time.perf_counter() - start
-    log.info("make-ssnet-pseudo: %d images in %.1f s (%.2f images/s, %d worker(s))", len(todo), elapsed,
-             len(todo) / max(elapsed, 1e-9), resolve_workers(s.workers))
-    distributed.barrier()
+    settings = {"model": load_checkpoint(weights).get("fingerprint"), "scales": s.mine_scales,
+                "long_side": s.eval_long_side, "flip": s.mine_flip,
+                "crf": cfg.crf.model_dump() if s.mine_crf else None, "labels": cfg.data.labels}
+    # seg/<id>.png, written last, marks a finished image
+    run_per_image(ctx, "make-ssnet-pseudo", voc, out, settings, lambda image_id: out / "seg" / f"{image_id}.png",
+                  SsnetMiner, (ctx, stage, split, root, checkpoint), s.workers, f"make-ssnet-pseudo stage {stage} {split}")
     return out

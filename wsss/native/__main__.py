@@ -1,0 +1,5 @@
+import sys
+
+from wsss.native import main
+
+sys.exit(main())
