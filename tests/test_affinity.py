@@ -276,6 +276,22 @@ def test_native_distances_equal_the_torch_code(dtype, monkeypatch):
     assert fused[0, 0] > 0 and fused[0, -1] == 0  # the last pixel has no p + 1
 
 
+def test_a_build_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / "stale" / "lock", tmp_path / "fresh" / "lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir()
+        lock.write_text("")
+    old = time.time() - native.STALE_LOCK_S - 60
+    os.utime(stale, (old, old))
+    native._remove_stale_lock(stale)
+    native._remove_stale_lock(fresh)
+    native._remove_stale_lock(tmp_path / "missing" / "lock")
+    assert not stale.exists() and fresh.exists()
+
+
 def test_random_walk_falls_back_to_torch_when_the_build_fails(monkeypatch, caplog):
     def failing_build():
         raise RuntimeError("Error building extension 'wsss_native': c++ not found")

@@ -1,9 +1,11 @@
 """Optional C++ kernels, compiled once on first use (``torch.utils.cpp_extension``).
 
-Only the random walk's hot loop lives here: ``mean_abs_diffs``, the L1 distances between
-every pixel and its neighbours that make AffinityNet's affinities (``wsss.affinity``). The
-pure-torch version needs three passes over memory per offset and takes about half of a
-random walk's time on CPU; the fused kernel is about 3x faster.
+Only the random walk's hot loop lives here (``random_walk.cpp``): ``mean_abs_diffs``, the L1
+distances between every pixel and its neighbours that make AffinityNet's affinities
+(``wsss.affinity``). The pure-torch version needs three passes over memory per offset and
+took about half of a random walk's time on CPU; the fused kernel is about 3x faster.
+(A stencil kernel for the walk's matrix products was tried too and was no faster than
+torch's CSR product on 2 threads, so the products stay in torch.)
 
 Everything works without it: when no C++ compiler is found, the build fails, or the
 environment sets ``WSSS_NATIVE=0``, ``kernels()`` returns None (with one warning saying
@@ -19,14 +21,19 @@ import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
 log = logging.getLogger("wsss")
 
-SOURCE = Path(__file__).with_name("mean_abs_diffs.cpp")
+SOURCE = Path(__file__).with_name("random_walk.cpp")
 ENV_SWITCH = "WSSS_NATIVE"
 """Set to 0 to never build or use the C++ kernels."""
+
+EXTENSION_NAME = "wsss_native"
+STALE_LOCK_S = 600
+"""A build lock older than this was left by a build that was killed: torch would wait on it forever."""
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "module": None, "error": None}
@@ -71,14 +78,28 @@ def _build() -> ModuleType:
         raise RuntimeError(f"no C++ compiler ({compiler!r}) on PATH")
     from torch.utils import cpp_extension
 
-    log.info("wsss: compiling the C++ random-walk kernel (once per machine, about a minute)")
+    build_dir = Path(cpp_extension._get_build_directory(EXTENSION_NAME, verbose=False))
+    _remove_stale_lock(build_dir / "lock")
+    first = not any(build_dir.glob(f"{EXTENSION_NAME}*.so"))  # every worker process loads it: be quiet then
+    log.log(logging.INFO if first else logging.DEBUG,
+            "wsss: loading the C++ random-walk kernel (compiled on first use: about a minute)")
     return cpp_extension.load(
-        name="wsss_native",
+        name=EXTENSION_NAME,
         sources=[str(SOURCE)],
         extra_cflags=["-O3", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
         verbose=False,
     )
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        log.warning("wsss: removing %s, left %.0f s ago by a C++ kernel build that did not finish", lock, age)
+        lock.unlink(missing_ok=True)
 
 
 def main() -> int:
