@@ -292,6 +292,16 @@ def test_a_build_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(tmp_pat
     assert not stale.exists() and fresh.exists()
 
 
+def test_each_python_environment_builds_the_kernel_in_its_own_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.prefix", "/checkouts/a/.venv")
+    first, again = native.build_directory(), native.build_directory()
+    monkeypatch.setattr("sys.prefix", "/checkouts/b/.venv")
+    second = native.build_directory()
+    assert first == again and first != second  # stable per venv, never shared by two venvs
+    assert first.parent == tmp_path and first.is_dir() and second.is_dir()
+
+
 def test_random_walk_falls_back_to_torch_when_the_build_fails(monkeypatch, caplog):
     def failing_build():
         raise RuntimeError("Error building extension 'wsss_native': c++ not found")

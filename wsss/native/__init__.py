@@ -10,16 +10,18 @@ torch's CSR product on 2 threads, so the products stay in torch.)
 Everything works without it: when no C++ compiler is found, the build fails, or the
 environment sets ``WSSS_NATIVE=0``, ``kernels()`` returns None (with one warning saying
 why) and callers use their torch code. The build (about 40 s) lands in torch's extension
-cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) and is reused by
-every later process; ``make`` builds it while setting up ``.venv`` (``python -m wsss.native``),
+cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a folder of its own
+per Python environment (``build_directory()``), and is reused by every later process; ``make`` builds it while setting up ``.venv`` (``python -m wsss.native``),
 so runs and tests do not pay for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -78,7 +80,7 @@ def _build() -> ModuleType:
         raise RuntimeError(f"no C++ compiler ({compiler!r}) on PATH")
     from torch.utils import cpp_extension
 
-    build_dir = Path(cpp_extension._get_build_directory(EXTENSION_NAME, verbose=False))
+    build_dir = build_directory()
     _remove_stale_lock(build_dir / "lock")
     first = not any(build_dir.glob(f"{EXTENSION_NAME}*.so"))  # every worker process loads it: be quiet then
     log.log(logging.INFO if first else logging.DEBUG,
@@ -88,8 +90,25 @@ def _build() -> ModuleType:
         sources=[str(SOURCE)],
         extra_cflags=["-O3", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
+        build_directory=str(build_dir),
         verbose=False,
     )
+
+
+def build_directory() -> Path:
+    """Where the kernel is built: one folder per Python environment and torch version.
+
+    torch's default (one folder per extension name) would be shared by every checkout and
+    venv on the machine, and ninja rebuilds whenever the compile command changes (the torch
+    include paths differ between venvs): two checkouts would keep rebuilding each other's.
+    """
+    import torch
+
+    base = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    key = hashlib.sha1(f"{sys.prefix}|{torch.__version__}".encode()).hexdigest()[:12]
+    folder = base / f"{EXTENSION_NAME}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _remove_stale_lock(lock: Path) -> None:
