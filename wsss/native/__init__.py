@@ -18,14 +18,17 @@ so runs and tests do not pay for it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
 import os
 import shutil
 import sys
 import threading
-import time
 from pathlib import Path
 from types import ModuleType
+
+from wsss.io import atomic_path
 
 log = logging.getLogger("wsss")
 
@@ -34,8 +37,6 @@ ENV_SWITCH = "WSSS_NATIVE"
 """Set to 0 to never build or use the C++ kernels."""
 
 EXTENSION_NAME = "wsss_native"
-STALE_LOCK_S = 600
-"""A build lock older than this was left by a build that was killed: torch would wait on it forever."""
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"tried": False, "module": None, "error": None}
@@ -74,25 +75,70 @@ def build_error() -> str | None:
     return _state["error"]  # type: ignore[return-value]
 
 
+CFLAGS = ["-O3", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+
+
 def _build() -> ModuleType:
+    """Load the built kernel, building it first when it is missing or stale.
+
+    A built kernel is loaded directly (``stamp.json`` records the hash of what it was built
+    from), not through ``cpp_extension.load``: that takes torch's build lock, a plain file,
+    on every call, and a process killed while holding it (say a worker of a stopped
+    make-pseudo) would leave every later load waiting forever. Builds are serialised by an
+    ``flock``, which the kernel releases when its holder dies; whoever holds it removes a
+    torch lock file left behind by a killed build.
+    """
+    import fcntl
+
+    build_dir = build_directory()
+    stamp_file, wanted = build_dir / "stamp.json", _build_hash()
+    if (built := _read_stamp(stamp_file, wanted)) is not None:
+        return _load_library(built)
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler ({compiler!r}) on PATH")
     from torch.utils import cpp_extension
 
-    build_dir = build_directory()
-    _remove_stale_lock(build_dir / "lock")
-    first = not any(build_dir.glob(f"{EXTENSION_NAME}*.so"))  # every worker process loads it: be quiet then
-    log.log(logging.INFO if first else logging.DEBUG,
-            "wsss: loading the C++ random-walk kernel (compiled on first use: about a minute)")
-    return cpp_extension.load(
-        name=EXTENSION_NAME,
-        sources=[str(SOURCE)],
-        extra_cflags=["-O3", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(build_dir),
-        verbose=False,
-    )
+    with open(build_dir / "wsss-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building: wait for it
+        if (built := _read_stamp(stamp_file, wanted)) is not None:
+            return _load_library(built)
+        (build_dir / "lock").unlink(missing_ok=True)  # torch's lock: stale, since we hold ours
+        log.info("wsss: building the C++ random-walk kernel (once per Python environment, about a minute)")
+        module = cpp_extension.load(name=EXTENSION_NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS,
+                                    extra_ldflags=LDFLAGS, build_directory=str(build_dir), verbose=False)
+        with atomic_path(stamp_file) as tmp:
+            tmp.write_text(json.dumps({"hash": wanted, "library": module.__file__}))
+    return module
+
+
+def _build_hash() -> str:
+    """What the built library depends on: the source, the flags, torch and Python."""
+    import torch
+
+    parts = [SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(), torch.__version__.encode(),
+             sys.version.encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+
+def _read_stamp(stamp_file: Path, wanted: str) -> Path | None:
+    """The library recorded in ``stamp_file`` when it was built from ``wanted`` and exists."""
+    try:
+        stamp = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        return None
+    library = Path(stamp.get("library", ""))
+    return library if stamp.get("hash") == wanted and library.is_file() else None
+
+
+def _load_library(path: Path) -> ModuleType:
+    import torch  # noqa: F401  (the extension links against libtorch: load that first)
+
+    spec = importlib.util.spec_from_file_location(EXTENSION_NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_directory() -> Path:
@@ -109,16 +155,6 @@ def build_directory() -> Path:
     folder = base / f"{EXTENSION_NAME}-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _remove_stale_lock(lock: Path) -> None:
-    try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return
-    if age > STALE_LOCK_S:
-        log.warning("wsss: removing %s, left %.0f s ago by a C++ kernel build that did not finish", lock, age)
-        lock.unlink(missing_ok=True)
 
 
 def main() -> int:
