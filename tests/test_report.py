@@ -128,7 +128,7 @@ def made_up_run(tmp_path, tiny_dataset):
     run_dir = tmp_path / "run"
     (run_dir / "eval").mkdir(parents=True)
     (run_dir / "cams" / "extra").mkdir(parents=True)
-    config = {"name": "made-up", "seed": 3, "data": {"root": str(root), "train_split": "train", "val_split": "val"},
+    config = {"name": "made-up", "seed": 3, "pipeline": "affinity", "data": {"root": str(root), "train_split": "train", "val_split": "val"},
               "cam": {"eval_splits": ["train", "extra"]}, "walk": {"eval_splits": ["train"], "crf": True}, "seg": {}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     summary = {
@@ -174,6 +174,7 @@ def test_metric_table_is_data_driven_and_marks_missing_stages(made_up_run):
     for text in ("mIoU 41.50", "bg threshold 0.25", "MAE 0.081", "max F 0.873", "ssnet_stage2", NOT_RUN, NO_GROUND_TRUTH):
         assert text in table, text
     assert "commit abc1234def" in html and "train-cam" in html and "1 min 15 s" in html
+    assert "no wall time recorded for train-aff, make-pseudo, train-seg" in html
     assert not (made_up_run / "report.html").exists()  # --output given: nothing written into the run
     assert "section-error" not in html
     assert 'data-plot="per-class-val"' in html  # from eval/seg_val.json

@@ -48,7 +48,7 @@ SALIENCY_COLUMN = "saliency (held out)"
 
 # Per pipeline: the training/inference stages whose wall time a complete `wsss run` records.
 PIPELINE_STAGES = {
-    "affinitynet": ("train-cam", "train-aff", "make-pseudo", "train-seg"),
+    "affinity": ("train-cam", "train-aff", "make-pseudo", "train-seg"),
     "ssnet": ("train-ssnet", "make-ssnet-pseudo", "eval-ssnet"),
 }
 
@@ -245,7 +245,8 @@ class RunData:
     # --- metrics ------------------------------------------------------------------------------------
     @property
     def pipeline(self) -> str:
-        return str(self.config.get("pipeline") or "affinitynet")
+        """The config's ``pipeline`` (``affinity`` or ``ssnet``; configs older than the key are affinity)."""
+        return str(self.config.get("pipeline") or "affinity")
 
     def expected_stages(self) -> list[tuple[str, str]]:
         """(stage, split) pairs the config asks its pipeline to score."""
