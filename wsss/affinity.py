@@ -48,6 +48,7 @@ IGNORE_LABEL = 255
 """Label value meaning "unknown": pairs touching such a pixel are neither positive nor negative."""
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
+"""The dtypes ``wsss.native``'s distance kernel computes in (others take the torch code)."""
 
 LOG_EPS = 1e-5
 """The epsilon inside the logs of the affinity loss (PSA's train_aff.py)."""

@@ -10,9 +10,10 @@ torch's CSR product on 2 threads, so the products stay in torch.)
 Everything works without it: when no C++ compiler is found, the build fails, or the
 environment sets ``WSSS_NATIVE=0``, ``kernels()`` returns None (with one warning saying
 why) and callers use their torch code. The build (about 40 s) lands in torch's extension
-cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a folder of its own
-per Python environment (``build_directory()``), and is reused by every later process; ``make`` builds it while setting up ``.venv`` (``python -m wsss.native``),
-so runs and tests do not pay for it.
+cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a folder of its
+own per Python environment (``build_directory()``), and is reused by every later process;
+``make`` builds it while setting up ``.venv`` (``python -m wsss.native``), so runs and tests
+do not pay for it.
 """
 
 from __future__ import annotations
