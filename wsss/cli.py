@@ -19,6 +19,10 @@ from .errors import WsssError
 
 log = logging.getLogger("wsss")
 
+# Commands that only score what a run made: they never rewrite its config.yaml / run_info.json
+# (they write them only into a run directory that has none).
+READ_ONLY_COMMANDS = {"eval-cam", "eval-pseudo", "eval-seg", "eval-ssnet", "eval-ssnet-pseudo", "tune"}
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config (default: <run-dir>/config.yaml)")
@@ -197,7 +201,7 @@ def _context(args):
     distributed.init_from_env(resolve_device(config.device))  # under torchrun: join the process group
     run_dir = args.run_dir or Path("runs") / config.name
     ctx = RunContext(run_dir, config, progress=not args.no_progress)
-    ctx.prepare()
+    ctx.prepare(record_config=args.command not in READ_ONLY_COMMANDS or not (run_dir / "config.yaml").exists())
     return ctx
 
 
@@ -306,6 +310,7 @@ def _dispatch(args) -> int:
         from .steps import tune
 
         tune.run(ctx, args.split, args.data_root, args.limit, args.beta, args.steps, args.bg_threshold)
+    ctx.record()  # a command that read no dataset records its config once it succeeded
     return 0
 
 
