@@ -1,12 +1,22 @@
 """Hostile input and everyday failure: each ends in one line that names the file or setting at
 fault and what to do, and leaves the run's files as they were."""
 
+import re
+import shutil
+
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from wsss.cli import main
 from wsss.config import config_to_yaml, load_config
+from wsss.data.voc import VocDataset
+from wsss.errors import WsssError
+from wsss.io import load_mask, save_palette_png
+from wsss.metrics import confusion_matrix
 from wsss.steps.common import RunContext
+from wsss.steps.eval_pseudo import score_label_dir
 
 
 def one_line_error(capsys) -> str:
@@ -42,3 +52,48 @@ def test_config_is_recorded_once_the_dataset_is_found(tmp_path, tiny_dataset):
     ctx.dataset("train")
     assert yaml.safe_load((ctx.run_dir / "config.yaml").read_text())["seed"] == 5
     assert (ctx.run_dir / "run_info.json").exists()
+
+
+# --------------------------------------------------------------------------- masks beyond the class list
+
+
+@pytest.fixture()
+def dataset_copy(tiny_dataset, tmp_path):
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_dataset, root)
+    return root
+
+
+def paint_class(path, value):
+    mask = load_mask(path)
+    mask[3, 4] = value
+    save_palette_png(path, mask)
+
+
+def test_mask_class_beyond_the_class_list_fails_scoring(dataset_copy):
+    voc = VocDataset(dataset_copy, "val", labels="json")
+    folder = dataset_copy / "SegmentationClass"
+    bad = folder / f"{voc.ids[2]}.png"
+    paint_class(bad, voc.num_classes + 3)
+    with pytest.raises(WsssError, match=rf"^{re.escape(str(bad))}: class index {voc.num_classes + 3} but the dataset "
+                                        rf"has {voc.num_classes} classes \(0\.\.{voc.num_classes - 1}, 255 = void\); "
+                                        "fix the mask or class_names.txt$"):
+        score_label_dir(voc, folder, progress=False)
+    paint_class(bad, 255)  # void is fine
+    assert score_label_dir(voc, folder, progress=False).trace() > 0
+
+
+def test_mask_class_beyond_the_class_list_fails_train_seg_gt(dataset_copy, tmp_path, capsys):
+    num_classes = len((dataset_copy / "class_names.txt").read_text().split())
+    for path in (dataset_copy / "SegmentationClass").glob("train_*.png"):
+        paint_class(path, num_classes)
+    config = small_config(tmp_path, dataset_copy, seg={"epochs": 1, "batch_size": 2, "crop_size": 32,
+                                                       "resize_long": [32, 40]})
+    assert main(["train-seg", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--labels", "gt",
+                 "--no-progress"]) == 2
+    assert f".png: class index {num_classes} but the dataset has {num_classes} classes" in one_line_error(capsys)
+
+
+def test_confusion_matrix_refuses_ground_truth_beyond_the_classes():
+    with pytest.raises(ValueError, match="class index 9, outside 0..5"):
+        confusion_matrix(np.zeros((2, 2), int), np.array([[0, 9], [255, 1]]), 6)

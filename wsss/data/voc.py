@@ -90,6 +90,15 @@ def _labels_from_json(path: Path, ids: list[str], class_names: list[str]) -> np.
     return labels
 
 
+def check_mask_classes(mask: np.ndarray, path: Path, num_classes: int) -> None:
+    """A mask may hold class indices 0..num_classes-1 and 255 (void), nothing else."""
+    counts = np.bincount(mask.reshape(-1), minlength=IGNORE_INDEX + 1)
+    beyond = np.flatnonzero(counts[num_classes:IGNORE_INDEX])
+    if beyond.size:
+        raise WsssError(f"{path}: class index {num_classes + int(beyond[0])} but the dataset has {num_classes} classes "
+                        f"(0..{num_classes - 1}, {IGNORE_INDEX} = void); fix the mask or class_names.txt")
+
+
 def _numpy_globals() -> dict[tuple[str, str], object]:
     """The only globals a pickled dict of ndarrays needs (np.save of {id: vector}), under the
     module names of numpy 1 (numpy.core) and numpy 2 (numpy._core)."""
@@ -295,11 +304,13 @@ class VocDataset:
         return load_rgb(self.image_path(index))
 
     def load_mask(self, index: int, expected_size: Optional[tuple[int, int]] = None) -> Optional[np.ndarray]:
-        """The (H, W) uint8 mask, checked against the image size when ``expected_size`` is given."""
+        """The (H, W) uint8 mask, its values checked against the class list and its size against
+        the image's when ``expected_size`` is given."""
         path = self.mask_path(index)
         if path is None:
             return None
         mask = load_mask(path)
+        check_mask_classes(mask, path, self.num_classes)
         if expected_size is not None and mask.shape != tuple(expected_size):
             raise WsssError(
                 f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
