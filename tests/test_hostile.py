@@ -3,6 +3,8 @@ fault and what to do, and leaves the run's files as they were."""
 
 import re
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from wsss.cli import main
 from wsss.config import config_to_yaml, load_config
 from wsss.data.voc import VocDataset
 from wsss.errors import WsssError
-from wsss.io import load_mask, save_palette_png
+from wsss.io import load_mask, load_rgb, load_saliency_mask, save_palette_png
 from wsss.metrics import confusion_matrix
 from wsss.steps.common import RunContext
 from wsss.steps.eval_pseudo import score_label_dir
@@ -97,3 +99,26 @@ def test_mask_class_beyond_the_class_list_fails_train_seg_gt(dataset_copy, tmp_p
 def test_confusion_matrix_refuses_ground_truth_beyond_the_classes():
     with pytest.raises(ValueError, match="class index 9, outside 0..5"):
         confusion_matrix(np.zeros((2, 2), int), np.array([[0, 9], [255, 1]]), 6)
+
+
+# --------------------------------------------------------------------------- one line instead of a traceback
+
+
+def png_header_claiming(path, width, height):
+    """A PNG whose header claims width x height pixels (its data is a few bytes)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("loader, what", [(load_rgb, "image"), (load_mask, "mask"), (load_saliency_mask, "saliency mask")])
+def test_decompression_bomb_is_refused_with_its_size(tmp_path, loader, what):
+    path = png_header_claiming(tmp_path / "huge.png", 20000, 20000)
+    with pytest.raises(WsssError, match=rf"^{re.escape(str(path))}: {what} is 20000x20000 \(400 Mpx\), larger than "
+                                        r"wsss reads \(179 Mpx\); downscale it$"):
+        loader(path)
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # PIL's own limit is left as it was
