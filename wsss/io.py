@@ -8,6 +8,8 @@ leaves a half-written file where a finished one belongs.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import os
 import tempfile
@@ -115,11 +117,35 @@ def load_saliency_mask(path: str | os.PathLike) -> np.ndarray:
                    "", "replace the file")
 
 
+@functools.lru_cache(maxsize=None)
+def file_mode() -> int:
+    """The mode an ordinary new file gets here, 0o666 less the umask; the umask is read once,
+    from /proc where it can be read without changing it (set and restored elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> WsssError:
+    """The one-line error of a failed write (a full disk, no permission) to ``path``."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free space or" if full else "check its permissions or"
+    return WsssError(f"{path}: cannot write ({exc.strerror or exc}); {fix} choose another --run-dir (--output for predict)")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    The file gets the mode an ordinary new file would (0o666 less the umask), not mkstemp's 0600.
+    On any exception the temporary file is removed and ``target`` is left untouched; a failed
+    write (a full disk) is a :class:`WsssError` naming ``target``.
     """
     target = Path(target)
     try:
@@ -130,11 +156,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise WsssError(f"{target.parent}: output folder is not writable ({exc}); choose a writable location") from None
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        try:
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.errno is None:  # not the file system's: e.g. PIL's "cannot write mode RGBA as JPEG"
+            raise
+        raise write_error(target, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
