@@ -1,13 +1,19 @@
 """Hostile input and everyday failure: each ends in one line that names the file or setting at
 fault and what to do, and leaves the run's files as they were."""
 
+import errno
+import logging
+import os
 import re
 import shutil
+import stat
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -15,7 +21,8 @@ from wsss.cli import main
 from wsss.config import config_to_yaml, load_config
 from wsss.data.voc import VocDataset
 from wsss.errors import WsssError
-from wsss.io import load_mask, load_rgb, load_saliency_mask, save_palette_png
+from wsss.engine import load_model_weights, save_checkpoint
+from wsss.io import file_mode, load_mask, load_rgb, load_saliency_mask, save_json, save_palette_png
 from wsss.metrics import confusion_matrix
 from wsss.steps.common import RunContext
 from wsss.steps.eval_pseudo import score_label_dir
@@ -122,3 +129,103 @@ def test_decompression_bomb_is_refused_with_its_size(tmp_path, loader, what):
                                         r"wsss reads \(179 Mpx\); downscale it$"):
         loader(path)
     assert Image.MAX_IMAGE_PIXELS == 89478485  # PIL's own limit is left as it was
+
+
+class NotAWeight:
+    """An arbitrary object: weights_only loading refuses it."""
+
+
+def fake_model_file(path, **payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def predict_error(capsys, checkpoint, tmp_path) -> str:
+    image = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(image), "--output", str(tmp_path / "out"),
+                 "--no-progress"]) == 2
+    return one_line_error(capsys)
+
+
+def test_predict_on_a_training_checkpoint_names_the_model_file(tmp_path, capsys):
+    path = fake_model_file(tmp_path / "seg" / "checkpoint.pt", kind="segmentation", fingerprint="f", step=3,
+                           model={"w": torch.zeros(1)}, optimizer={"state": {}})
+    err = predict_error(capsys, path, tmp_path)
+    assert f"{path}: this is a training checkpoint" in err and f"use {tmp_path / 'seg' / 'model.pt'}" in err
+
+
+def test_checkpoint_holding_objects_is_refused_without_the_weights_only_hint(tmp_path, capsys):
+    path = fake_model_file(tmp_path / "evil.pt", kind="segmentation", model=NotAWeight())
+    err = predict_error(capsys, path, tmp_path)
+    assert f"{path}: not a wsss checkpoint (it holds objects wsss does not load)" in err
+    assert "weights_only" not in err
+
+
+def test_empty_checkpoint_says_so(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"")
+    assert f"{path}: cannot load checkpoint (empty file)" in predict_error(capsys, path, tmp_path)
+
+
+def test_make_cam_on_a_file_that_is_no_checkpoint(tmp_path, tiny_dataset, capsys):
+    path = fake_model_file(tmp_path / "list.pt")
+    torch.save([torch.zeros(2)], path)
+    config = small_config(tmp_path, tiny_dataset)
+    assert main(["make-cam", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--checkpoint", str(path),
+                 "--no-progress"]) == 2
+    assert f"{path}: not a wsss checkpoint (holds a list without model weights)" in one_line_error(capsys)
+
+
+def test_weights_that_do_not_fit_name_the_keys_and_another_stride_is_a_warning(tmp_path, caplog):
+    model = torch.nn.Linear(3, 2)
+    path = fake_model_file(tmp_path / "model.pt", kind="cam", model={"weight": torch.zeros(5, 3), "extra": torch.zeros(1)},
+                           meta={"output_stride": 16})
+    with pytest.raises(WsssError, match=r"model\.pt: does not fit this model \(1 missing: bias; 1 unexpected: extra; "
+                                        r"1 of another shape: weight \(5, 3\) in the file, \(2, 3\) here\); was it"):
+        load_model_weights(model, path, "cam")
+    fake_model_file(path, kind="cam", model=model.state_dict(), meta={"output_stride": 16})
+    with caplog.at_level(logging.WARNING, logger="wsss"):
+        assert load_model_weights(model, path, "cam", output_stride=8)["output_stride"] == 16
+    assert "trained with output_stride 16, the config asks for 8; using 8" in caplog.text
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def test_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    target = tmp_path / "out" / "summary.json"
+    with pytest.raises(WsssError, match=rf"^{re.escape(str(target))}: cannot write \(No space left on device\); "
+                                        "free space or choose another --run-dir"):
+        save_json(target, {"a": 1})
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):
+    import wsss.engine
+
+    real_open = open
+    monkeypatch.setattr(wsss.engine, "open", lambda path, mode: real_open("/dev/full", mode), raising=False)
+    target = tmp_path / "cam" / "checkpoint.pt"
+    with pytest.raises(WsssError, match=rf"^{re.escape(str(target))}: cannot write \(No space left on device\); free"):
+        save_checkpoint(target, {"model": {"w": torch.zeros(100_000)}})
+    assert list((tmp_path / "cam").iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_honour_the_umask(tmp_path, umask, mode):
+    before = os.umask(umask)
+    file_mode.cache_clear()
+    try:
+        save_json(tmp_path / "summary.json", {})
+        save_palette_png(tmp_path / "mask.png", np.zeros((2, 2), np.uint8))
+    finally:
+        os.umask(before)
+        file_mode.cache_clear()
+    assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "mask.png").stat().st_mode) == mode
