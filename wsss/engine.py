@@ -40,7 +40,7 @@ from . import distributed
 from .amp import autocast, autocast_dtype, dtype_name, needs_grad_scaler
 from .config import OptimConfig
 from .errors import WsssError
-from .io import atomic_path, remove_stale_temps
+from .io import atomic_path, remove_stale_temps, write_error
 
 log = logging.getLogger("wsss")
 
@@ -450,8 +450,11 @@ def train(job: TrainJob) -> Path:
                 if main:
                     record = {"step": step, "epoch": epoch, "lr": lr, "loss": global_loss, "images_per_s": rate,
                               **{k: float(v) for k, v in zip(names, reported[1:].tolist())}}
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
+                    try:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    except OSError as exc:  # a full disk
+                        raise write_error(log_path, exc) from None
                     bar.set_postfix(loss=f"{global_loss:.4f}", img_s=f"{rate:.1f}", refresh=False)
                     bar.update(1)
                 if job.checkpoint_every and step % job.checkpoint_every == 0:
