@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .amp import autocast, autocast_dtype, dtype_name, needs_grad_scaler
-from .config import OptimConfig
+from .config import DEVICES, OptimConfig, valid_device
 from .errors import WsssError
 from .io import atomic_path, remove_stale_temps, write_error
 
@@ -49,12 +49,19 @@ FINAL_NAME = "model.pt"
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU, or a name that is not
+    auto, cpu, cuda or cuda:N, is an error."""
+    if not valid_device(name):
+        raise WsssError(f"device {name!r}: not a device wsss uses; use {DEVICES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise WsssError(f"device {name!r} asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise WsssError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 ...); "
+                        "pick one of them")
+    return device
 
 
 def seed_everything(seed: int) -> None:
