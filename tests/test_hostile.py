@@ -1,6 +1,7 @@
 """Hostile input and everyday failure: each ends in one line that names the file or setting at
 fault and what to do, and leaves the run's files as they were."""
 
+import argparse
 import errno
 import logging
 import os
@@ -17,11 +18,12 @@ import torch
 import yaml
 from PIL import Image
 
-from wsss.cli import main
+import wsss
+from wsss.cli import build_parser, main
 from wsss.config import config_to_yaml, load_config
 from wsss.data.voc import VocDataset
 from wsss.errors import WsssError
-from wsss.engine import load_model_weights, save_checkpoint
+from wsss.engine import load_model_weights, resolve_device, save_checkpoint
 from wsss.io import file_mode, load_mask, load_rgb, load_saliency_mask, save_json, save_palette_png
 from wsss.metrics import confusion_matrix
 from wsss.steps.common import RunContext
@@ -229,3 +231,52 @@ def test_outputs_honour_the_umask(tmp_path, umask, mode):
         file_mode.cache_clear()
     assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "mask.png").stat().st_mode) == mode
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def usage_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("option, value, rule", [("--scales", "0", "a number > 0"), ("--scales", "-1", "a number > 0"),
+                                                 ("--workers", "-1", "an integer >= 0"),
+                                                 ("--device", "tpu", "auto, cpu, cuda or cuda:N")])
+def test_predict_refuses_bad_options(capsys, option, value, rule):
+    err = usage_error(capsys, ["predict", "--checkpoint", "m.pt", "--input", "in", "--output", "out", option, value])
+    assert err == f"wsss predict: error: argument {option}: '{value}': expected {rule}"
+
+
+def test_unknown_device_is_one_line_for_the_api_too():
+    with pytest.raises(WsssError, match=r"^device 'tpu': not a device wsss uses; use auto, cpu, cuda or cuda:N$"):
+        resolve_device("tpu")
+    with pytest.raises(WsssError, match=r"device 'cuda:x'"):
+        resolve_device("cuda:x")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"wsss {wsss.__version__} (torch {torch.__version__})\n"
+
+
+def all_actions(parser, name="wsss"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                yield from all_actions(sub, command)
+        else:
+            yield name, action
+
+
+def test_every_option_has_help_and_ssnet_commands_share_a_stage_default():
+    actions = list(all_actions(build_parser()))
+    assert [(name, action.option_strings) for name, action in actions if not action.help] == []
+    stages = {name: action.default for name, action in actions if "--stage" in action.option_strings}
+    assert stages == {"train-ssnet": 2, "make-ssnet-pseudo": 2, "eval-ssnet-pseudo": 2, "eval-ssnet": 2}
+    assert not [name for name, action in actions if "--resume" in action.option_strings]  # resuming is the default
