@@ -124,7 +124,8 @@ def png_header_claiming(path, width, height):
     return path
 
 
-@pytest.mark.parametrize("loader, what", [(load_rgb, "image"), (load_mask, "mask"), (load_saliency_mask, "saliency mask")])
+@pytest.mark.parametrize("loader, what",
+                         [(load_rgb, "image"), (load_mask, "mask"), (load_saliency_mask, "saliency mask")])
 def test_decompression_bomb_is_refused_with_its_size(tmp_path, loader, what):
     path = png_header_claiming(tmp_path / "huge.png", 20000, 20000)
     with pytest.raises(WsssError, match=rf"^{re.escape(str(path))}: {what} is 20000x20000 \(400 Mpx\), larger than "
@@ -182,8 +183,8 @@ def test_make_cam_on_a_file_that_is_no_checkpoint(tmp_path, tiny_dataset, capsys
 
 def test_weights_that_do_not_fit_name_the_keys_and_another_stride_is_a_warning(tmp_path, caplog):
     model = torch.nn.Linear(3, 2)
-    path = fake_model_file(tmp_path / "model.pt", kind="cam", model={"weight": torch.zeros(5, 3), "extra": torch.zeros(1)},
-                           meta={"output_stride": 16})
+    path = fake_model_file(tmp_path / "model.pt", kind="cam", meta={"output_stride": 16},
+                           model={"weight": torch.zeros(5, 3), "extra": torch.zeros(1)})
     with pytest.raises(WsssError, match=r"model\.pt: does not fit this model \(1 missing: bias; 1 unexpected: extra; "
                                         r"1 of another shape: weight \(5, 3\) in the file, \(2, 3\) here\); was it"):
         load_model_weights(model, path, "cam")

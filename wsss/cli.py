@@ -212,18 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
     p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", help="run directory of `wsss run` (read, not changed; the report is written "
-                                                           "to RUN_DIR/report.html unless --output)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
+                   help="run directory of `wsss run`: read, and the report written into it (unless --output)")
     p.add_argument("--run-dir", type=Path, dest="run_dir_option", metavar="RUN_DIR",
                    help="the same, spelt as for the other commands")
     p.add_argument("--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--data-root", type=Path, help="the run's dataset, when data.root of its config does not reach it")
     p.add_argument("--images", nargs="+", default=None, metavar="ID",
                    help="image ids to show in the gallery besides best/median/worst (default: two spread over the split)")
-    p.add_argument("--device", type=_device, default="cpu", help="device for the segmentation model's gallery predictions")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="device for the segmentation model's gallery predictions")
 
     p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")
-    p.add_argument("--out", type=Path, required=True, help="dataset root to write (JPEGImages/, SegmentationClass/, ...)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="dataset root to write (JPEGImages/, SegmentationClass/, ...)")
     p.add_argument("--num-train", type=_number(int, lambda v: v >= 4, "an integer >= 4"), default=96,
                    help="images in the train split (default 96)")
     p.add_argument("--num-val", type=_number(int, lambda v: v >= 2, "an integer >= 2"), default=32,

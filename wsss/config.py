@@ -360,7 +360,8 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] |
         except IsADirectoryError:
             raise WsssError(f"{path}: is a folder; --config takes a YAML file, e.g. configs/demo.yaml") from None
         except UnicodeDecodeError:
-            raise WsssError(f"{path}: not a UTF-8 text file; --config takes a YAML file, e.g. configs/demo.yaml") from None
+            raise WsssError(f"{path}: not a UTF-8 text file; --config takes a YAML file, "
+                            "e.g. configs/demo.yaml") from None
         except OSError as exc:
             raise WsssError(f"{path}: cannot read config ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:

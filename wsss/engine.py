@@ -364,7 +364,8 @@ def train(job: TrainJob) -> Path:
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise WsssError(f"{ckpt_path}: checkpoint does not fit this model ({first_line(exc)}); delete {out_dir}") from None
+            raise WsssError(f"{ckpt_path}: checkpoint does not fit this model ({first_line(exc)}); "
+                            f"delete {out_dir}") from None
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         if "rng_cpu" in state:

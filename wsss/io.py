@@ -52,7 +52,8 @@ def _image_size_unchecked(path: Path) -> tuple[int, int]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _decode(path: Path, what: str, convert: Callable[[Image.Image], np.ndarray], missing: str, damaged: str) -> np.ndarray:
+def _decode(path: Path, what: str, convert: Callable[[Image.Image], np.ndarray], missing: str,
+            damaged: str) -> np.ndarray:
     """Open ``path``, decode it fully and ``convert`` it; every failure is one WsssError naming the file.
 
     Images over PIL's decompression-bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx)
@@ -136,7 +137,8 @@ def write_error(path: str | os.PathLike, exc: OSError) -> WsssError:
     """The one-line error of a failed write (a full disk, no permission) to ``path``."""
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     fix = "free space or" if full else "check its permissions or"
-    return WsssError(f"{path}: cannot write ({exc.strerror or exc}); {fix} choose another --run-dir (--output for predict)")
+    return WsssError(f"{path}: cannot write ({exc.strerror or exc}); {fix} choose another --run-dir "
+                     "(--output for predict)")
 
 
 @contextlib.contextmanager
