@@ -1,27 +1,32 @@
+import re
+
 import pytest
 
 from wsss.config import load_config
 from wsss.errors import WsssError
 
 
-def test_defaults_and_overrides(tmp_path):
+def config_file(tmp_path, text: str):
     path = tmp_path / "c.yaml"
-    path.write_text("name: x\ncam:\n  epochs: 3\n")
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = config_file(tmp_path, "name: x\ncam:\n  epochs: 3\n")
     cfg = load_config(path, ["cam.epochs=5", "cam.scales=[1.0, 2.0]", "cam.flip=false"])
     assert cfg.cam.epochs == 5 and cfg.cam.scales == [1.0, 2.0] and cfg.cam.flip is False
     assert cfg.name == "x"
 
 
 def test_unknown_key_is_named(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("cam:\n  epochz: 3\n")
+    path = config_file(tmp_path, "cam:\n  epochz: 3\n")
     with pytest.raises(WsssError, match=r"cam\.epochz: unknown key"):
         load_config(path)
 
 
 def test_bad_value_is_named(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("cam:\n  epochs: many\n")
+    path = config_file(tmp_path, "cam:\n  epochs: many\n")
     with pytest.raises(WsssError, match=r"cam\.epochs"):
         load_config(path)
     with pytest.raises(WsssError, match="output_stride"):
@@ -41,3 +46,28 @@ def test_shipped_configs_validate(name):
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
     assert cfg.name
+
+
+def test_config_that_is_a_folder_or_not_text(tmp_path):
+    with pytest.raises(WsssError, match=rf"^{re.escape(str(tmp_path))}: is a folder; --config takes a YAML file"):
+        load_config(tmp_path)
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"name: \xff\xfe\x00bad")
+    with pytest.raises(WsssError, match=r"c\.yaml: not a UTF-8 text file"):
+        load_config(binary)
+
+
+def test_set_errors_blame_the_set_not_the_file(tmp_path):
+    path = config_file(tmp_path, "cam:\n  epochs: 3\n")
+    with pytest.raises(WsssError, match=r"^--set cam\.epochs=many: cam\.epochs: Input should be a valid integer"):
+        load_config(path, ["cam.epochs=many"])
+    with pytest.raises(WsssError, match=r"^--set cam=\{epochz: 2\}: cam\.epochz: unknown key"):
+        load_config(path, ["cam={epochz: 2}"])
+    config_file(tmp_path, "cam:\n  epochs: -1\n")
+    with pytest.raises(WsssError) as err:  # one problem from the file, one from the command line
+        load_config(path, ["device=tpu"])
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid config:"
+    assert any(line.strip().startswith(f"{path}: cam.epochs:") for line in lines)
+    assert any(line.strip().startswith("--set device=tpu: device: Value error, device must be auto, cpu, cuda")
+               for line in lines)

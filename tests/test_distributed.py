@@ -177,7 +177,7 @@ def test_torchrun_ssnet_stage_one_and_mining_match_one_process(tmp_path, tiny_da
                   "stage1": stage, "mine_scales": [1.0], "mine_flip": False},
     }))
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--config", str(config), "--no-progress"]
+    common = ["--config", str(config), "--no-progress", "--stage", "1"]
     result = run_wsss(["train-ssnet", *common, "--run-dir", str(two)], nproc=2)
     assert "2 processes, global batch 8 (4/4 per process)" in result.stderr
     with torch_threads(1):

@@ -230,7 +230,7 @@ def test_missing_saliency_data_is_a_clear_error(tmp_path, tiny_dataset, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"device": "cpu", "data": {"root": str(tiny_dataset)},
                                     "ssnet": {"saliency": {"root": str(tmp_path / "nowhere")}}}))
-    assert main(["train-ssnet", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert main(["train-ssnet", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--stage", "1"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "images/ and masks/" in err
 

@@ -1,4 +1,6 @@
 import json
+import os
+import pickle
 import shutil
 
 import numpy as np
@@ -46,6 +48,51 @@ def test_labels_from_cls_labels_npy(dataset_copy, int_keys):
     np.save(dataset_copy / "cls_labels.npy", table)
     loaded = VocDataset(dataset_copy, "train", labels="auto")
     np.testing.assert_array_equal(loaded.labels, voc.labels)
+
+
+def _write_npy_pickle(path, payload):
+    """An .npy file of a 0-d object array whose pickle stream is ``payload`` (what np.save of a dict writes)."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": ()})
+        fh.write(payload)
+
+
+class _RunsCode:
+    def __init__(self, call, argument):
+        self.call, self.argument = call, argument
+
+    def __reduce__(self):
+        return self.call, (self.argument,)
+
+
+@pytest.mark.parametrize("call", ["os.system", "builtins.exec"])
+def test_cls_labels_npy_that_runs_code_is_refused(dataset_copy, tmp_path, call):
+    marker = tmp_path / "ran"
+    command = {"os.system": (os.system, f"touch {marker}"),
+               "builtins.exec": (exec, f"open({str(marker)!r}, 'w').close()")}[call]
+    (dataset_copy / "image_labels.json").unlink()
+    path = dataset_copy / "cls_labels.npy"
+    _write_npy_pickle(path, pickle.dumps(np.array({"train_0000": _RunsCode(*command)}, dtype=object), protocol=3))
+    refused = r"cls_labels\.npy: not a plain label table; it asks to run code \((posix|os|builtins)\.(system|exec)\); refused"
+    with pytest.raises(WsssError, match=refused):
+        VocDataset(dataset_copy, "train")
+    assert not marker.exists()
+
+
+def test_cls_labels_npy_as_plain_arrays(dataset_copy):
+    voc = VocDataset(dataset_copy, "train")
+    (dataset_copy / "image_labels.json").unlink()
+    path = dataset_copy / "cls_labels.npy"
+    table = np.zeros(len(voc), dtype=[("id", "U16"), ("label", np.float32, (voc.num_classes - 1,))])
+    table["id"], table["label"] = voc.ids, voc.labels
+    np.save(path, table)
+    np.testing.assert_array_equal(VocDataset(dataset_copy, "train").labels, voc.labels)
+    np.save(path, np.ones((3, voc.num_classes - 1), np.float32))  # no id column: wrong width
+    with pytest.raises(WsssError, match=r"cls_labels\.npy: label vector of 1 has shape \(\d+,\)"):
+        VocDataset(dataset_copy, "train")
+    np.save(path, {"train_0000": np.zeros(3, np.float32)})
+    with pytest.raises(WsssError, match=r"cls_labels\.npy: label vector of 'train_0000' has shape \(3,\), expected"):
+        VocDataset(dataset_copy, "train")
 
 
 def test_unknown_class_name_names_the_file(dataset_copy):

@@ -14,10 +14,59 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import load_config
+from . import __version__
+from .config import DEVICES, load_config, valid_device
 from .errors import WsssError
 
 log = logging.getLogger("wsss")
+
+# Commands that only score what a run made: they never rewrite its config.yaml / run_info.json
+# (they write them only into a run directory that has none).
+READ_ONLY_COMMANDS = {"eval-cam", "eval-pseudo", "eval-seg", "eval-ssnet", "eval-ssnet-pseudo", "tune"}
+
+
+def _number(cast, valid, rule: str):
+    """An argparse ``type`` that accepts numbers for which ``valid(value)`` holds."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {rule}")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(float, lambda v: v > 0, "a number > 0")
+FRACTION = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
+COUNT = _number(int, lambda v: v >= 0, "an integer >= 0")
+POSITIVE_INT = _number(int, lambda v: v >= 1, "an integer >= 1")
+
+
+def _device(text: str) -> str:
+    if not valid_device(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {DEVICES}")
+    return text
+
+
+class _Version(argparse.Action):
+    """``--version``: the versions of wsss and torch (looked up only when asked for)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the versions of wsss and torch, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        try:
+            torch_version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            torch_version = "not installed"
+        print(f"wsss {__version__} (torch {torch_version})")
+        parser.exit()
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +74,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="folder of this run's outputs (default: runs/<name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set cam.epochs=5 (repeatable)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    parser.add_argument("--device", type=_device, help=f"{DEVICES} (overrides the config)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -41,18 +90,26 @@ def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False, w
 
 
 def _workers_arg(parser: argparse.ArgumentParser, key: str) -> None:
-    parser.add_argument("--workers", type=int, metavar="N",
+    parser.add_argument("--workers", type=COUNT, metavar="N",
                         help=f"worker processes on CPU, 0 = one per core (overrides {key})")
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the last checkpoint (the default whenever one exists)")
-    parser.add_argument("--restart", action="store_true", help="discard this stage's checkpoint and start over")
+    # no --resume: a stage always continues from its last checkpoint when one exists
+    parser.add_argument("--restart", action="store_true",
+                        help="discard this stage's checkpoint and outputs and start over (without it, training "
+                             "continues from the last checkpoint)")
+
+
+def _stage_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    # one default for every SSNet command: stage 2, the pipeline's final model
+    parser.add_argument("--stage", type=int, choices=[1, 2], default=2,
+                        help=f"{what} (default 2, the final model; stage 1's model mines the labels stage 2 trains on)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation from image-level tags.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run every stage of the pipeline (skips finished work; `pipeline: ssnet` "
@@ -94,17 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="sweep the random walk's hyperparameters on a labelled subset")
     _common(p)
     _data_args(p)
-    p.add_argument("--limit", type=int, default=80, help="number of images of the split to use")
-    p.add_argument("--beta", type=float, nargs="+", default=[4, 8, 16])
-    p.add_argument("--steps", type=int, nargs="+", default=[32, 128, 256])
-    p.add_argument("--bg-threshold", type=float, nargs="+", default=None,
+    p.add_argument("--limit", type=POSITIVE_INT, default=80, help="number of images of the split to use")
+    p.add_argument("--beta", type=POSITIVE, nargs="+", default=[4, 8, 16],
+                   help="exponents beta of the affinities, T = D^-1 A^beta (default: 4 8 16)")
+    p.add_argument("--steps", type=COUNT, nargs="+", default=[32, 128, 256],
+                   help="numbers of random-walk steps (default: 32 128 256)")
+    p.add_argument("--bg-threshold", type=FRACTION, nargs="+", default=None,
                    help="background thresholds c of the walk's input (alpha = log c / log(1 - c))")
 
     p = sub.add_parser("train-seg", help="train the segmentation network on pseudo labels (or --labels gt)")
     _common(p)
     _train_args(p)
     p.add_argument("--labels", choices=["pseudo", "gt"], help="pseudo labels (default) or ground-truth masks")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--max-steps", type=POSITIVE_INT, default=None,
                    help="stop after this many steps of the schedule and write model.pt; the same command "
                         "without it resumes and finishes the schedule")
 
@@ -116,23 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-ssnet", help="train SSNet (joint saliency + segmentation), stage 1 or 2")
     _common(p)
     _train_args(p)
-    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: Lc + Ls1; 2: adds Ls2 on mined labels")
+    _stage_arg(p, "stage to train: 1 = Lc + Ls1; 2 adds Ls2 on the labels stage 1 mined")
 
     p = sub.add_parser("make-ssnet-pseudo", help="pseudo labels from an SSNet (restricted to image labels, + CRF)")
     _common(p)
     _data_args(p, with_checkpoint=True)
-    p.add_argument("--stage", type=int, choices=[1, 2], default=1, help="which SSNet mines them (default 1)")
+    _stage_arg(p, "which stage's SSNet mines them")
     _workers_arg(p, "ssnet.workers")
 
     p = sub.add_parser("eval-ssnet-pseudo", help="score SSNet pseudo labels against masks")
     _common(p)
     _data_args(p)
-    p.add_argument("--stage", type=int, choices=[1, 2], default=1)
+    _stage_arg(p, "whose pseudo labels to score: those the stage-1 or the stage-2 SSNet mined")
 
     p = sub.add_parser("eval-ssnet", help="score SSNet: segmentation mIoU and saliency MAE / max F")
     _common(p)
     _data_args(p, with_checkpoint=True)
-    p.add_argument("--stage", type=int, choices=[1, 2], default=2)
+    _stage_arg(p, "which stage's SSNet to score")
     p.add_argument("--saliency-data", type=Path, help="score saliency on every image of this images/ + masks/ folder "
                                                       "instead of the held-out part")
     p.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
@@ -142,31 +201,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps)")
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
     p.add_argument("--output", type=Path, required=True, help="folder for masks and overlays")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0])
-    p.add_argument("--flip", action="store_true")
-    p.add_argument("--crf", action="store_true")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on CPU (0 = one per core)")
+    p.add_argument("--device", type=_device, default="auto", help=f"{DEVICES} (default auto: CUDA when available)")
+    p.add_argument("--scales", type=POSITIVE, nargs="+", default=[1.0],
+                   help="image scales whose predictions are averaged (default: 1.0)")
+    p.add_argument("--flip", action="store_true", help="also average the predictions of the mirrored images")
+    p.add_argument("--crf", action="store_true", help="refine the masks with the dense CRF (slower)")
+    p.add_argument("--workers", type=COUNT, default=1, metavar="N", help="worker processes on CPU (0 = one per core)")
     p.add_argument("--amp", choices=["auto", "on", "off", "bf16", "fp16"], default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
     p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", help="run directory of `wsss run` (read only)")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
+                   help="run directory of `wsss run`: read, and the report written into it (unless --output)")
     p.add_argument("--run-dir", type=Path, dest="run_dir_option", metavar="RUN_DIR",
                    help="the same, spelt as for the other commands")
     p.add_argument("--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--data-root", type=Path, help="the run's dataset, when data.root of its config does not reach it")
     p.add_argument("--images", nargs="+", default=None, metavar="ID",
                    help="image ids to show in the gallery besides best/median/worst (default: two spread over the split)")
-    p.add_argument("--device", default="cpu", help="device for the segmentation model's gallery predictions")
+    p.add_argument("--device", type=_device, default="cpu",
+                   help="device for the segmentation model's gallery predictions")
 
     p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--num-train", type=int, default=96)
-    p.add_argument("--num-val", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True,
+                   help="dataset root to write (JPEGImages/, SegmentationClass/, ...)")
+    p.add_argument("--num-train", type=_number(int, lambda v: v >= 4, "an integer >= 4"), default=96,
+                   help="images in the train split (default 96)")
+    p.add_argument("--num-val", type=_number(int, lambda v: v >= 2, "an integer >= 2"), default=32,
+                   help="images in the val split (default 32)")
+    p.add_argument("--image-size", type=_number(int, lambda v: v >= 32, "an integer >= 32"), default=128,
+                   help="side of the square images in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
     return parser
 
 
@@ -197,7 +263,7 @@ def _context(args):
     distributed.init_from_env(resolve_device(config.device))  # under torchrun: join the process group
     run_dir = args.run_dir or Path("runs") / config.name
     ctx = RunContext(run_dir, config, progress=not args.no_progress)
-    ctx.prepare()
+    ctx.prepare(record_config=args.command not in READ_ONLY_COMMANDS or not (run_dir / "config.yaml").exists())
     return ctx
 
 
@@ -246,8 +312,6 @@ def _dispatch(args) -> int:
     elif args.command == "train-cam":
         from .steps import train_cam
 
-        if args.resume and not (ctx.run_dir / "cam" / "checkpoint.pt").exists():
-            log.warning("--resume: no checkpoint in %s, starting from scratch", ctx.run_dir / "cam")
         path = train_cam.run(ctx)
         print(f"classifier: {path}")
     elif args.command == "make-cam":
@@ -306,6 +370,7 @@ def _dispatch(args) -> int:
         from .steps import tune
 
         tune.run(ctx, args.split, args.data_root, args.limit, args.beta, args.steps, args.bg_threshold)
+    ctx.record()  # a command that read no dataset records its config once it succeeded
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import WsssError
 
@@ -284,22 +284,44 @@ class PipelineConfig(Section):
         # YAML reads a bare on/off as a boolean
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
-    @model_validator(mode="after")
-    def _check_device(self) -> "PipelineConfig":
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
-        return self
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not valid_device(value):
+            raise ValueError(f"device must be {DEVICES}, not {value!r}")
+        return value
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def valid_device(name: str) -> bool:
+    """A device name wsss accepts: auto, cpu, cuda or cuda:N."""
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+def _override_of(key: str, overrides: list[str]) -> Optional[str]:
+    """The last ``--set`` item that set ``key`` or a section above it."""
+    for item in reversed(overrides):
+        set_key = item.split("=", 1)[0].strip()
+        if key == set_key or key.startswith(set_key + "."):
+            return item
+    return None
+
+
+def _format_validation_error(exc: ValidationError, source: str, overrides: list[str]) -> str:
+    """One line per problem, each blaming what set the value: ``--set KEY=VALUE`` or the config file."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        item = _override_of(key, overrides)
+        culprit = f"--set {item}" if item else source
         if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key; check the spelling against configs/*.yaml")
+            problem = f"{key}: unknown key; check the spelling against configs/*.yaml"
         else:
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-    return f"{source}: invalid config\n  " + "\n  ".join(lines)
+            problem = f"{key}: {err['msg']} (got {err.get('input')!r})"
+        lines.append(f"{culprit}: {problem}")
+    return lines[0] if len(lines) == 1 else "invalid config:\n  " + "\n  ".join(lines)
 
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -332,18 +354,26 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] |
         path = Path(path)
         source = str(path)
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise WsssError(f"{path}: config file not found; see configs/ for examples") from None
+        except IsADirectoryError:
+            raise WsssError(f"{path}: is a folder; --config takes a YAML file, e.g. configs/demo.yaml") from None
+        except UnicodeDecodeError:
+            raise WsssError(f"{path}: not a UTF-8 text file; --config takes a YAML file, "
+                            "e.g. configs/demo.yaml") from None
+        except OSError as exc:
+            raise WsssError(f"{path}: cannot read config ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
             raise WsssError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(tree, dict):
             raise WsssError(f"{path}: a config must be a mapping of sections")
-    tree = apply_overrides(tree, overrides or [])
+    overrides = overrides or []
+    tree = apply_overrides(tree, overrides)
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:
-        raise WsssError(_format_validation_error(exc, source)) from None
+        raise WsssError(_format_validation_error(exc, source, overrides)) from None
 
 
 def config_to_yaml(config: BaseModel) -> str:

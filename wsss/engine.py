@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,9 @@ from tqdm import tqdm
 
 from . import distributed
 from .amp import autocast, autocast_dtype, dtype_name, needs_grad_scaler
-from .config import OptimConfig
+from .config import DEVICES, OptimConfig, valid_device
 from .errors import WsssError
-from .io import atomic_path, remove_stale_temps
+from .io import atomic_path, remove_stale_temps, write_error
 
 log = logging.getLogger("wsss")
 
@@ -48,12 +49,19 @@ FINAL_NAME = "model.pt"
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU, or a name that is not
+    auto, cpu, cuda or cuda:N, is an error."""
+    if not valid_device(name):
+        raise WsssError(f"device {name!r}: not a device wsss uses; use {DEVICES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise WsssError(f"device {name!r} asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise WsssError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 ...); "
+                        "pick one of them")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -87,18 +95,56 @@ def config_fingerprint(obj: Any) -> str:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Write ``payload`` atomically; through a Python file, so a full disk is an OSError (a clear
+    error from :func:`atomic_path`), not torch's "unexpected pos"."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a damaged file is a clear error."""
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> Any:
+    """Load a torch file with ``weights_only=True``: tensors and plain containers only, never code.
+
+    A missing, empty, damaged or refused file (one that holds other objects) is a one-line
+    :class:`WsssError`.
+    """
+    path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise WsssError(f"{path}: checkpoint not found; train the stage first or pass --checkpoint") from None
+    except pickle.UnpicklingError:  # weights_only refused an object: never suggest loading it anyway
+        raise WsssError(f"{path}: not a wsss checkpoint (it holds objects wsss does not load); "
+                        "pass a file that wsss wrote") from None
     except Exception as exc:
-        raise WsssError(f"{path}: cannot load checkpoint ({exc}); delete it and re-run") from None
+        reason = "empty file" if path.is_file() and path.stat().st_size == 0 else first_line(exc)
+        if "weights_only" in reason:
+            reason = "it holds objects wsss does not load"
+        raise WsssError(f"{path}: cannot load checkpoint ({reason}); delete it and re-run") from None
+
+
+def read_wsss_file(path: Path, training: bool = False) -> dict:
+    """A file wsss wrote: a final ``model.pt``, or with ``training`` the ``checkpoint.pt`` a
+    stopped training resumes from; each is a dict with the weights under ``model``."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
+        raise WsssError(f"{path}: not a wsss checkpoint (holds a {type(payload).__name__} without model weights); "
+                        "pass a model.pt that wsss wrote")
+    if not training and "optimizer" in payload:
+        raise WsssError(f"{path}: this is a training checkpoint (what a stopped training resumes from); "
+                        f"use {path.parent / FINAL_NAME}, written when the training finishes")
+    return payload
+
+
+def model_fingerprint(path: Path) -> Optional[str]:
+    """The settings hash of the training that made a model file (recorded with its outputs)."""
+    return read_wsss_file(path).get("fingerprint")
 
 
 def finished_model(path: Path, fingerprint: str) -> bool:
@@ -106,7 +152,7 @@ def finished_model(path: Path, fingerprint: str) -> bool:
     its whole schedule (a model written early by ``max_steps`` is resumed, not reused)."""
     if not Path(path).exists():
         return False
-    payload = load_checkpoint(Path(path))
+    payload = read_wsss_file(Path(path))
     meta = payload.get("meta") or {}
     complete = meta.get("steps", 0) >= meta.get("total_steps", 0)
     return payload.get("fingerprint") == fingerprint and complete
@@ -120,19 +166,47 @@ def required_model(checkpoint: Optional[Path], default: Path, what: str, command
     return path
 
 
-def load_model_weights(model: nn.Module, path: Path, kind: str) -> dict:
-    """Load a final ``model.pt`` of the given kind into ``model``; returns its metadata."""
-    payload = load_checkpoint(path)
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise WsssError(f"{path}: not a wsss model file")
+def state_mismatch(model: nn.Module, state: dict, shown: int = 3) -> str:
+    """Which keys of ``state`` are missing, unexpected or of another shape than ``model``'s (the
+    first ``shown`` of each)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here" for k in own
+                if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
+        if keys:
+            more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} {label}: {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts)
+
+
+def load_weights(model: nn.Module, state: dict, path: Path, fix: str) -> None:
+    """``model.load_state_dict(state)`` (strict); a misfit names the keys at fault and ``fix``."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        reason = state_mismatch(model, state) or first_line(exc)
+        raise WsssError(f"{path}: does not fit this model ({reason}); {fix}") from None
+
+
+def load_model_weights(model: nn.Module, path: Path, kind: str, output_stride: Optional[int] = None) -> dict:
+    """Load a final ``model.pt`` of the given kind into ``model``; returns its metadata.
+
+    ``output_stride``: the one ``model`` was built with. A model trained at another stride fits
+    (the stride only sets the dilations), so the difference is a warning and ``model``'s is used.
+    """
+    payload = read_wsss_file(path)
     if payload.get("kind") != kind:
         raise WsssError(f"{path}: holds a {payload.get('kind')!r} model, but this stage needs a {kind!r} model")
-    try:
-        model.load_state_dict(payload["model"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise WsssError(f"{path}: weights do not fit this model ({first}); was it trained with another backbone or class list?") from None
-    return payload.get("meta", {})
+    load_weights(model, payload["model"], path, "was it trained with another backbone or class list?")
+    meta = payload.get("meta") or {}
+    trained = meta.get("output_stride")
+    if output_stride is not None and trained is not None and trained != output_stride:
+        log.warning("%s: trained with output_stride %s, the config asks for %s; using %s (the weights fit either "
+                    "stride, the outputs differ)", path, trained, output_stride, output_stride)
+    return meta
 
 
 @dataclass
@@ -280,18 +354,18 @@ def train(job: TrainJob) -> Path:
 
     step = 0
     if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+        state = read_wsss_file(ckpt_path, training=True)
         if state.get("fingerprint") != job.fingerprint or state.get("kind", job.kind) != job.kind:
             raise WsssError(
                 f"{ckpt_path}: checkpoint was made with other settings or another model; delete {out_dir} "
                 "or restore the config it was trained with"
             )
+        load_weights(model, state["model"], ckpt_path, f"delete {out_dir}")
         try:
-            model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WsssError(f"{ckpt_path}: checkpoint does not fit this model ({first}); delete {out_dir}") from None
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise WsssError(f"{ckpt_path}: checkpoint does not fit this model ({first_line(exc)}); "
+                            f"delete {out_dir}") from None
         if "scaler" in state and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         if "rng_cpu" in state:
@@ -384,8 +458,11 @@ def train(job: TrainJob) -> Path:
                 if main:
                     record = {"step": step, "epoch": epoch, "lr": lr, "loss": global_loss, "images_per_s": rate,
                               **{k: float(v) for k, v in zip(names, reported[1:].tolist())}}
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
+                    try:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    except OSError as exc:  # a full disk
+                        raise write_error(log_path, exc) from None
                     bar.set_postfix(loss=f"{global_loss:.4f}", img_s=f"{rate:.1f}", refresh=False)
                     bar.update(1)
                 if job.checkpoint_every and step % job.checkpoint_every == 0:

@@ -8,11 +8,13 @@ leaves a half-written file where a finished one belongs.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -39,31 +41,60 @@ def voc_palette(num_entries: int = 256) -> np.ndarray:
 VOC_PALETTE = voc_palette()
 
 
+def _image_size_unchecked(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, past PIL's decompression-bomb check (nothing is decoded)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as img:
+            return img.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _decode(path: Path, what: str, convert: Callable[[Image.Image], np.ndarray], missing: str,
+            damaged: str) -> np.ndarray:
+    """Open ``path``, decode it fully and ``convert`` it; every failure is one WsssError naming the file.
+
+    Images over PIL's decompression-bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 Mpx)
+    are refused with their size; wsss reads anything below it.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()  # force full decode now: truncated files fail here, not later
+            return convert(img)
+    except FileNotFoundError:
+        raise WsssError(f"{path}: {what} not found{missing}") from None
+    except Image.DecompressionBombError:
+        width, height = _image_size_unchecked(path)
+        raise WsssError(f"{path}: {what} is {width}x{height} ({width * height / 1e6:.0f} Mpx), larger than wsss reads "
+                        f"({2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx); downscale it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise WsssError(f"{path}: cannot decode {what} ({exc}); {damaged}") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = (255.0 * arr / max(arr.max(), 1.0)).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """Load an image as (H, W, 3) uint8 RGB.
 
     EXIF orientation is applied; grayscale, palette, 16-bit and RGBA images are converted
-    (transparent pixels are composited over white). Missing or undecodable files raise a
-    :class:`WsssError` naming the file.
+    (transparent pixels are composited over white). Missing, undecodable or oversized files
+    raise a :class:`WsssError` naming the file.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()  # force full decode now: truncated JPEGs fail here, not later
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                arr = (255.0 * arr / max(arr.max(), 1.0)).astype(np.uint8)
-                img = Image.fromarray(arr, mode="L")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise WsssError(f"{path}: image not found; check the dataset root and the split file that lists it") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise WsssError(f"{path}: cannot decode image ({exc}); replace the file or remove its id from the split") from None
+    return _decode(Path(path), "image", _to_rgb, "; check the dataset root and the split file that lists it",
+                   "replace the file or remove its id from the split")
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
@@ -72,38 +103,51 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     Accepts palette ('P') and grayscale ('L') PNGs, the VOC convention.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("P", "L", "I", "I;16"):
-                raise WsssError(
-                    f"{path}: mask has mode {img.mode}; expected a palette or grayscale PNG of class indices"
-                )
-            return np.asarray(img, dtype=np.int64).clip(0, 255).astype(np.uint8)
-    except FileNotFoundError:
-        raise WsssError(f"{path}: mask not found; provide it or use a split without masks") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise WsssError(f"{path}: cannot decode mask ({exc}); replace the file") from None
+
+    def indices(img: Image.Image) -> np.ndarray:
+        if img.mode not in ("P", "L", "I", "I;16"):
+            raise WsssError(f"{path}: mask has mode {img.mode}; expected a palette or grayscale PNG of class indices")
+        return np.asarray(img, dtype=np.int64).clip(0, 255).astype(np.uint8)
+
+    return _decode(path, "mask", indices, "; provide it or use a split without masks", "replace the file")
 
 
 def load_saliency_mask(path: str | os.PathLike) -> np.ndarray:
     """Load a saliency mask as (H, W) float32 in {0, 1}: any non-zero pixel is salient."""
-    path = Path(path)
+    return _decode(Path(path), "saliency mask", lambda img: (np.asarray(img.convert("L")) > 0).astype(np.float32),
+                   "", "replace the file")
+
+
+@functools.lru_cache(maxsize=None)
+def file_mode() -> int:
+    """The mode an ordinary new file gets here, 0o666 less the umask; the umask is read once,
+    from /proc where it can be read without changing it (set and restored elsewhere)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return (np.asarray(img.convert("L")) > 0).astype(np.float32)
-    except FileNotFoundError:
-        raise WsssError(f"{path}: saliency mask not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise WsssError(f"{path}: cannot decode saliency mask ({exc}); replace the file") from None
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> WsssError:
+    """The one-line error of a failed write (a full disk, no permission) to ``path``."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free space or" if full else "check its permissions or"
+    return WsssError(f"{path}: cannot write ({exc.strerror or exc}); {fix} choose another --run-dir "
+                     "(--output for predict)")
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    The file gets the mode an ordinary new file would (0o666 less the umask), not mkstemp's 0600.
+    On any exception the temporary file is removed and ``target`` is left untouched; a failed
+    write (a full disk) is a :class:`WsssError` naming ``target``.
     """
     target = Path(target)
     try:
@@ -114,11 +158,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise WsssError(f"{target.parent}: output folder is not writable ({exc}); choose a writable location") from None
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        try:
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.errno is None:  # not the file system's: e.g. PIL's "cannot write mode RGBA as JPEG"
+            raise
+        raise write_error(target, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -11,13 +11,18 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
     """(num_classes, num_classes) int64 counts, rows = ground truth, cols = prediction.
 
     ``pred`` and ``gt`` are integer arrays of the same shape; ground-truth pixels equal to 255
-    (void) or outside [0, num_classes) are skipped.
+    (void) are skipped, any other value outside [0, num_classes) is an error (never dropped
+    silently from the score: check masks with ``wsss.data.voc.check_mask_classes`` first).
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
     gt = gt.reshape(-1).astype(np.int64)
     pred = pred.reshape(-1).astype(np.int64)
-    valid = (gt != IGNORE_INDEX) & (gt >= 0) & (gt < num_classes)
+    valid = gt != IGNORE_INDEX
+    outside = valid & ((gt < 0) | (gt >= num_classes))
+    if outside.any():
+        raise ValueError(f"ground truth holds class index {int(gt[outside][0])}, outside 0..{num_classes - 1} "
+                         f"({IGNORE_INDEX} = void)")
     pred = np.clip(pred[valid], 0, num_classes - 1)
     return np.bincount(gt[valid] * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 

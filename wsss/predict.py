@@ -26,7 +26,7 @@ from . import distributed
 from .amp import autocast, autocast_dtype, dtype_name
 from .cam import multiscale_sum
 from .crf import dense_crf
-from .engine import load_checkpoint, resolve_device
+from .engine import load_weights, read_wsss_file, resolve_device
 from .errors import WsssError
 from .io import load_rgb, overlay, save_image, save_json, save_palette_png
 from .parallel import map_images
@@ -63,9 +63,9 @@ class Predictor:
         from .steps.train_seg import build_seg_net
 
         path = Path(checkpoint)
-        payload = load_checkpoint(path)
-        kind = payload.get("kind") if isinstance(payload, dict) else None
-        if kind not in ("segmentation", "ssnet"):
+        payload = read_wsss_file(path)
+        kind = payload.get("kind")
+        if kind not in ("segmentation", "ssnet") or "meta" not in payload:
             raise WsssError(f"{path}: not a segmentation model (holds {kind!r}); pass the model.pt of "
                             "`wsss train-seg` or `wsss train-ssnet`")
         meta = payload["meta"]
@@ -83,7 +83,7 @@ class Predictor:
         else:
             self.model = build_seg_net(meta["backbone"], meta["output_stride"], len(self.class_names), meta["head"],
                                        meta["rates"], pretrained=False)
-            self.model.load_state_dict(payload["model"])
+            load_weights(self.model, payload["model"], path, "was it written by another version of wsss?")
             self.model.to(self.device).eval()
         self.scales, self.flip, self.crf, self.max_side = list(scales), flip, crf, max_side
 

@@ -15,6 +15,7 @@ so label index ``k`` is class ``k + 1`` of ``class_names``.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -89,15 +90,115 @@ def _labels_from_json(path: Path, ids: list[str], class_names: list[str]) -> np.
     return labels
 
 
+def check_mask_classes(mask: np.ndarray, path: Path, num_classes: int) -> None:
+    """A mask may hold class indices 0..num_classes-1 and 255 (void), nothing else."""
+    counts = np.bincount(mask.reshape(-1), minlength=IGNORE_INDEX + 1)
+    beyond = np.flatnonzero(counts[num_classes:IGNORE_INDEX])
+    if beyond.size:
+        raise WsssError(f"{path}: class index {num_classes + int(beyond[0])} but the dataset has {num_classes} classes "
+                        f"(0..{num_classes - 1}, {IGNORE_INDEX} = void); fix the mask or class_names.txt")
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The only globals a pickled dict of ndarrays needs (np.save of {id: vector}), under the
+    module names of numpy 1 (numpy.core) and numpy 2 (numpy._core)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+        allowed[(module, "scalar")] = multiarray.scalar
+    return allowed
+
+
+class _LabelTableUnpickler(pickle.Unpickler):
+    """Unpickles plain data and ndarrays; any other global (a function, a class) is refused, so
+    reading the file can never run code."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file)
+        self.path, self.allowed = path, _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise WsssError(f"{self.path}: not a plain label table; it asks to run code ({module}.{name}); refused. "
+                            "Write it with np.save of a dict {id: vector}, or use image_labels.json")
+        return found
+
+
+def _unpickle_label_table(path: Path, fh) -> object:
+    """The object array of an .npy file whose payload is a pickle (``fh`` at its start)."""
+    version = np.lib.format.read_magic(fh)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise WsssError(f"{path}: .npy format {version[0]}.{version[1]} is not read for object arrays; "
+                        "re-save it with np.save")
+    shape, _, dtype = readers[version](fh)
+    if dtype != np.dtype(object) or shape != ():
+        raise WsssError(f"{path}: expected a dict saved with np.save, found an object array of shape {shape}")
+    array = _LabelTableUnpickler(fh, path).load()
+    return array.item() if isinstance(array, np.ndarray) and array.shape == () else array
+
+
+def _table_from_array(path: Path, array: np.ndarray) -> dict:
+    """A plain array as a label table: structured with two fields (id, vector), or 2-D numeric
+    whose first column is the integer id and the rest the vector."""
+    if array.dtype.names is not None and len(array.dtype.names) == 2 and array.ndim == 1:
+        id_field, vector_field = array.dtype.names
+        return dict(zip(array[id_field], array[vector_field]))
+    if array.ndim == 2 and array.dtype.kind in "iuf" and array.shape[1] >= 2:
+        ids = array[:, 0]
+        if not np.array_equal(ids, np.round(ids)):
+            raise WsssError(f"{path}: the first column of a 2-D label table must be the integer image id")
+        return {int(key): row for key, row in zip(ids, array[:, 1:])}
+    raise WsssError(f"{path}: expected a dict {{id: vector}} (np.save), a structured array (id, vector) or a "
+                    f"2-D numeric array [id, vector...]; found {array.dtype} of shape {array.shape}")
+
+
+def read_label_table(path: Path, num_fg: int) -> dict:
+    """``cls_labels.npy`` as {id: (num_fg,) float32}, read without running code from the file.
+
+    Accepted: AffinityNet's pickled dict (np.save of {id: vector}; unpickled with only numpy's
+    array globals allowed), a structured array with fields (id, vector), or a 2-D numeric array
+    whose rows are [integer id, vector...].
+    """
+    try:
+        with open(path, "rb") as fh:
+            try:
+                table = np.load(fh, allow_pickle=False)
+            except ValueError as exc:
+                if "allow_pickle" not in str(exc):
+                    raise
+                fh.seek(0)
+                table = _unpickle_label_table(path, fh)
+    except WsssError:
+        raise
+    except Exception as exc:  # a damaged file raises several types (EOFError, UnpicklingError, ...)
+        raise WsssError(f"{path}: cannot read cls_labels.npy ({exc}); re-save it with np.save") from None
+    if isinstance(table, np.ndarray):
+        table = _table_from_array(path, table)
+    if not isinstance(table, dict):
+        raise WsssError(f"{path}: expected a dict {{id: vector}}, found a {type(table).__name__}")
+    checked = {}
+    for key, vector in table.items():
+        key = key.item() if isinstance(key, np.generic) else key  # numpy str/int keys as Python ones
+        if not isinstance(key, (str, int)) or not isinstance(vector, np.ndarray) or vector.dtype.kind not in "biuf":
+            raise WsssError(f"{path}: entry {key!r} is not an image id with a numeric label vector")
+        if vector.ndim != 1 or vector.shape[0] != num_fg:
+            raise WsssError(f"{path}: label vector of {key!r} has shape {vector.shape}, expected ({num_fg},)")
+        checked[key] = vector.astype(np.float32)
+    return checked
+
+
 def _labels_from_npy(path: Path, ids: list[str], num_fg: int) -> np.ndarray:
-    """AffinityNet's ``cls_labels.npy``: a pickled dict id -> multi-hot vector (20 VOC classes).
+    """AffinityNet's ``cls_labels.npy``: a dict id -> multi-hot vector (20 VOC classes).
 
     PSA keys it by the id string ("2007_000032"), IRN by the id as an integer (2007000032).
     """
-    try:
-        table = np.load(path, allow_pickle=True).item()
-    except Exception as exc:  # numpy raises several types for a damaged pickle
-        raise WsssError(f"{path}: cannot read cls_labels.npy ({exc})") from None
+    table = read_label_table(path, num_fg)
     labels = np.zeros((len(ids), num_fg), dtype=np.float32)
     for row, image_id in enumerate(ids):
         vector = table.get(image_id)
@@ -106,9 +207,6 @@ def _labels_from_npy(path: Path, ids: list[str], num_fg: int) -> np.ndarray:
             vector = table.get(int(digits)) if digits.isdigit() else None
         if vector is None:
             raise WsssError(f"{path}: no labels for image {image_id!r}")
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if vector.shape[0] != num_fg:
-            raise WsssError(f"{path}: label vector of {image_id!r} has {vector.shape[0]} entries, expected {num_fg}")
         labels[row] = vector
     return labels
 
@@ -206,11 +304,13 @@ class VocDataset:
         return load_rgb(self.image_path(index))
 
     def load_mask(self, index: int, expected_size: Optional[tuple[int, int]] = None) -> Optional[np.ndarray]:
-        """The (H, W) uint8 mask, checked against the image size when ``expected_size`` is given."""
+        """The (H, W) uint8 mask, its values checked against the class list and its size against
+        the image's when ``expected_size`` is given."""
         path = self.mask_path(index)
         if path is None:
             return None
         mask = load_mask(path)
+        check_mask_classes(mask, path, self.num_classes)
         if expected_size is not None and mask.shape != tuple(expected_size):
             raise WsssError(
                 f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..engine import first_line, load_checkpoint, state_mismatch
 from ..errors import WsssError
 
 
@@ -244,15 +245,14 @@ def build_backbone(name: str, output_stride: int = 32, pretrained: bool = True, 
         path = Path(checkpoint)
         if not path.exists():
             raise WsssError(f"{path}: backbone checkpoint not found")
-        try:
-            state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise WsssError(f"{path}: cannot load checkpoint ({exc}); it must be a torch state_dict") from None
+        state = _unwrap_state_dict(load_checkpoint(path))
+        if not isinstance(state, dict):
+            raise WsssError(f"{path}: holds a {type(state).__name__}, not a state_dict of backbone weights")
         try:
             missing, _ = net.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, AttributeError) as exc:
             raise WsssError(
-                f"{path}: checkpoint does not fit backbone {name!r} ({str(exc).splitlines()[0]}); "
+                f"{path}: checkpoint does not fit backbone {name!r} ({state_mismatch(net, state) or first_line(exc)}); "
                 "is it for another architecture?"
             ) from None
         if missing:

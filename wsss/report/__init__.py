@@ -28,7 +28,6 @@ def build_report(run_dir: str | Path, output: Optional[str | Path] = None, data_
     target = Path(output) if output else run.run_dir / REPORT_NAME
     with atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
-        tmp.chmod(0o644)  # a page to share: readable by others, unlike the private temporary file
     return target
 
 

@@ -34,8 +34,8 @@ class RunContext:
 
     Layout::
 
-        <run_dir>/config.yaml        resolved config of the last invocation
-        <run_dir>/run_info.json      versions, git commit, seed, hardware
+        <run_dir>/config.yaml        resolved config of the last command that found its dataset
+        <run_dir>/run_info.json      versions, git commit, seed, hardware (written with it)
         <run_dir>/summary.json       metrics of every stage, updated as stages finish
         <run_dir>/cam/               classifier checkpoints and training log
         <run_dir>/cams/<split>/      per-image CAMs (.npz, float16)
@@ -46,6 +46,9 @@ class RunContext:
     config: PipelineConfig
     progress: bool = True
     device: torch.device = field(init=False)
+    # config.yaml and run_info.json are written (once) when the first dataset is found, so a
+    # command that fails on its inputs (a mistyped --set data.root) leaves the run's record alone
+    record_config: bool = field(default=False, init=False)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -60,8 +63,11 @@ class RunContext:
         cfg = self.config
         return {"amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
 
-    def prepare(self) -> None:
-        """Create the run directory, write the resolved config and run info (rank 0; the others wait)."""
+    def prepare(self, record_config: bool = True) -> None:
+        """Create the run directory and its log (rank 0; the others wait). With ``record_config``
+        the resolved config and run info are written once the command's dataset is found
+        (:meth:`record`); evaluation commands pass False and never rewrite them."""
+        self.record_config = record_config
         if distributed.is_main():
             self._prepare_files()
         distributed.barrier()
@@ -74,12 +80,18 @@ class RunContext:
             probe.unlink()
         except OSError as exc:
             raise WsssError(f"{self.run_dir}: run directory is not writable ({exc}); choose another --run-dir") from None
-        with atomic_path(self.run_dir / "config.yaml") as tmp:
-            tmp.write_text(config_to_yaml(self.config))
-        save_json(self.run_dir / "run_info.json", run_info(self.config.seed, self.device))
         add_file_logging(self.run_dir / "log.txt")
         if self.config.data.demo is not None:
             self.data_root()  # generated here, once, before other ranks read it
+
+    def record(self) -> None:
+        """Write the resolved config and run info (rank 0, once, when :meth:`prepare` asked for it)."""
+        if not self.record_config or not distributed.is_main():
+            return
+        self.record_config = False
+        with atomic_path(self.run_dir / "config.yaml") as tmp:
+            tmp.write_text(config_to_yaml(self.config))
+        save_json(self.run_dir / "run_info.json", run_info(self.config.seed, self.device))
 
     def data_root(self) -> Path:
         """The dataset root; generates the demo dataset there first when the config asks for it."""
@@ -91,7 +103,9 @@ class RunContext:
 
     def dataset(self, split: str, root: Optional[Path] = None, require_masks: bool = False) -> VocDataset:
         root = Path(root) if root is not None else self.data_root()
-        return VocDataset(root, split, labels=self.config.data.labels, require_masks=require_masks)
+        voc = VocDataset(root, split, labels=self.config.data.labels, require_masks=require_masks)
+        self.record()  # the inputs are there: this config is the run's now
+        return voc
 
     def output_name(self, split: str, root: Optional[Path]) -> str:
         """Folder name of a split's outputs; a foreign dataset root gets its own prefix."""

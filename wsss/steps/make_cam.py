@@ -19,7 +19,7 @@ import torch
 
 from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam import multiscale_cam, normalize_cam
-from ..engine import load_checkpoint, load_model_weights, required_model
+from ..engine import load_model_weights, model_fingerprint, required_model
 from ..errors import WsssError
 from ..io import load_npz, save_npz
 from .common import RunContext, image_tensor, run_per_image
@@ -61,7 +61,7 @@ def cam_settings(ctx: RunContext, split: str, root: Optional[Path] = None) -> Op
 def load_cam_model(ctx: RunContext, checkpoint: Optional[Path], class_names: list[str]):
     path = classifier_file(ctx, checkpoint)
     model = build_cam_net(ctx, len(class_names) - 1, pretrained=False)
-    meta = load_model_weights(model, path, "cam")
+    meta = load_model_weights(model, path, "cam", ctx.config.cam.output_stride)
     if meta.get("class_names") and meta["class_names"] != class_names:
         raise WsssError(f"{path}: trained for classes {meta['class_names'][1:]}, but the dataset has {class_names[1:]}")
     return model.to(ctx.device).eval()
@@ -95,7 +95,7 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     voc = ctx.dataset(split, root)
     out = Path(out_dir) if out_dir else cam_dir(ctx, split, root)
     weights = classifier_file(ctx, checkpoint)
-    settings = {"classifier": load_checkpoint(weights).get("fingerprint"), "scales": cfg.cam.scales,
+    settings = {"classifier": model_fingerprint(weights), "scales": cfg.cam.scales,
                 "flip": cfg.cam.flip, "root": str(voc.root)}
     amp = autocast_dtype(cfg.amp, ctx.device)
     if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid

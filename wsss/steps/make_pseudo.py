@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..affinity import random_walk
 from ..amp import autocast, autocast_dtype, dtype_name
-from ..engine import load_checkpoint, load_model_weights, required_model
+from ..engine import load_model_weights, model_fingerprint, required_model
 from ..io import save_npz, save_palette_png
 from ..seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from .common import RunContext, image_tensor, run_per_image
@@ -57,7 +57,7 @@ def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
 def load_affinity_model(ctx: RunContext, checkpoint: Optional[Path] = None):
     path = affinity_file(ctx, checkpoint)
     model = build_affinity_net(ctx, pretrained=False)
-    load_model_weights(model, path, "affinity")
+    load_model_weights(model, path, "affinity", ctx.config.aff.output_stride)
     return model.to(ctx.device).eval()
 
 
@@ -109,7 +109,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     alpha = walk_alpha(ctx)
     weights = affinity_file(ctx, checkpoint)
     walk = ctx.config.walk
-    settings = {"affinity_net": load_checkpoint(weights).get("fingerprint"), "alpha": alpha,
+    settings = {"affinity_net": model_fingerprint(weights), "alpha": alpha,
                 "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
                 "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power,
                 "scores": walk.save_scores, "cams": cam_settings(ctx, split, root)}

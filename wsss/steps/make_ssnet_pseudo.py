@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..cam import multiscale_sum
-from ..engine import load_checkpoint, required_model
+from ..engine import model_fingerprint, required_model
 from ..io import save_palette_png
 from ..models.ssnet import SSNet
 from ..ssnet import restricted_probabilities
@@ -81,7 +81,7 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
     out = pseudo_dir(ctx, stage, split, root)
     weights = ssnet_file(ctx, stage, checkpoint)
     s = cfg.ssnet
-    settings = {"model": load_checkpoint(weights).get("fingerprint"), "scales": s.mine_scales,
+    settings = {"model": model_fingerprint(weights), "scales": s.mine_scales,
                 "long_side": s.eval_long_side, "flip": s.mine_flip,
                 "crf": cfg.crf.model_dump() if s.mine_crf else None, "labels": cfg.data.labels}
     # seg/<id>.png, written last, marks a finished image

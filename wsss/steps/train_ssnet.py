@@ -29,8 +29,8 @@ from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.demo import demo_saliency_complete, generate_demo_saliency
 from ..data.saliency import MixedCrops, SaliencyDataset, saliency_ids, split_holdout
 from ..data.transforms import JointAugment
-from ..engine import (FINAL_NAME, TrainJob, config_fingerprint, finished_model, load_checkpoint, load_model_weights,
-                      required_model, seed_everything, train)
+from ..engine import (FINAL_NAME, TrainJob, config_fingerprint, finished_model, load_model_weights, model_fingerprint,
+                      read_wsss_file, required_model, seed_everything, train)
 from ..errors import WsssError
 from ..io import save_json
 from ..models.backbone import build_backbone
@@ -100,8 +100,8 @@ def build_ssnet(backbone: str, output_stride: int, num_classes: int, head: str, 
 
 def load_ssnet(path: Path, device: torch.device | str = "cpu") -> SSNet:
     """An SSNet ``model.pt``, built from its own metadata, in eval mode on ``device``."""
-    payload = load_checkpoint(Path(path))
-    kind = payload.get("kind") if isinstance(payload, dict) else None
+    payload = read_wsss_file(Path(path))
+    kind = payload.get("kind")
     if kind != KIND or "meta" not in payload:
         raise WsssError(f"{path}: not an SSNet model (holds {kind!r}); pass the model.pt of `wsss train-ssnet`")
     meta = payload["meta"]
@@ -188,7 +188,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
         extra["pseudo_labels"] = json.loads(settings.read_text()) if settings.exists() else str(folder)
         if stage_cfg.init_from_stage1:
             init = stage1
-            extra["init"] = load_checkpoint(stage1).get("fingerprint")
+            extra["init"] = model_fingerprint(stage1)
     fingerprint = stage_fingerprint(ctx, stage, voc.class_names, extra)
     final = model_path(ctx, stage)
     if finished_model(final, fingerprint):
@@ -200,7 +200,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
                         pretrained=cfg.backbone.pretrained and init is None,
                         checkpoint=None if init is not None else cfg.backbone.checkpoint)
     if init is not None:
-        load_model_weights(model, init, KIND)
+        load_model_weights(model, init, KIND, stage_cfg.output_stride)
         log.info("train-ssnet: stage 2 starts from %s", init)
     augment = JointAugment(stage_cfg.resize_long, stage_cfg.crop_size, stage_cfg.color_jitter)
     seg_crops = AugmentedCrops(voc, augment, cfg.seed, target=target, image_labels=True)
