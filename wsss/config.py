@@ -154,12 +154,22 @@ class WalkConfig(Section):
     workers: int = Field(1, ge=0)
 
 
-class SegConfig(OptimConfig):
-    """The segmentation network trained on pseudo labels (or ground truth, the upper bound)."""
+class DeepLabConfig(OptimConfig):
+    """A DeepLab network on the shared backbone (segmentation, SSNet) and its optimiser."""
 
     output_stride: Literal[8, 16, 32] = 8
     head: Literal["aspp", "largefov"] = "aspp"
     rates: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
+    # SGD (DeepLab, PSA) or Adam (SSNet's reference code). Adam's per-weight step sizes suit the
+    # zero-initialised ASPP head, whose 4 x 9 x 1280 highly correlated inputs cap SGD's stable
+    # rate far below what most of its weights could take (short schedules, the demo).
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SegConfig(DeepLabConfig):
+    """The segmentation network trained on pseudo labels (or ground truth, the upper bound)."""
+
     labels: Literal["pseudo", "gt"] = "pseudo"
     epochs: int = Field(20, ge=1)
     # Frozen BatchNorm (as DeepLab and PSA): batch statistics of small crops are noisy, and the
@@ -192,16 +202,12 @@ class SaliencyDataConfig(Section):
     demo: Optional[DemoSaliencyConfig] = None
 
 
-class SsnetStageConfig(OptimConfig):
+class SsnetStageConfig(DeepLabConfig):
     """One SSNet training stage: the network (backbone + DeepLab head + SAM) and its optimiser."""
 
     output_stride: Literal[8, 16, 32] = 16
-    head: Literal["aspp", "largefov"] = "aspp"
-    rates: list[int] = Field(default_factory=lambda: [6, 12, 18, 24])
     # The reference code trains SSNet with Adam and a step schedule (lr x gamma every
     # ``step_every`` iterations); sgd + poly is the rest of wsss's default.
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    adam_betas: tuple[float, float] = (0.9, 0.999)
     lr_decay: Literal["poly", "step"] = "poly"
     step_every: int = Field(2000, ge=1)
     step_gamma: float = Field(0.1, gt=0, le=1)

@@ -6,29 +6,14 @@ interruption continues where it stopped.
 
 from __future__ import annotations
 
-from . import eval_cam, eval_pseudo, eval_seg, make_aff_labels, make_cam, make_pseudo, train_aff, train_cam, train_seg
-from . import report
+from . import eval_cam, eval_pseudo, eval_seg, make_aff_labels, make_cam, make_pseudo, ssnet_pipeline, train_aff, train_cam, train_seg
+from .closing import finish
 from .common import RunContext, StageTimer
-
-
-def stage_table(summary: dict) -> str:
-    """A plain-text table of mIoU per stage and split from ``summary.json``."""
-    rows = [(key, value) for key, value in summary.items() if isinstance(value, dict) and "miou" in value]
-    if not rows:
-        return "(no scored stage yet)"
-    width = max(len(k) for k, _ in rows) + 2
-    lines = [f"{'stage/split':<{width}}{'mIoU':>8}  note", "-" * (width + 20)]
-    for key, value in rows:
-        note = f"bg threshold {value['best_threshold']:.2f}" if "best_threshold" in value else value.get("note", "")
-        lines.append(f"{key:<{width}}{value['miou']:>8.2f}  {note}")
-    return "\n".join(lines)
 
 
 def run(ctx: RunContext) -> dict:
     cfg = ctx.config
     if cfg.pipeline == "ssnet":
-        from . import ssnet_pipeline
-
         return ssnet_pipeline.run(ctx)
     timed = StageTimer(ctx)
 
@@ -54,8 +39,5 @@ def run(ctx: RunContext) -> dict:
     if val and ctx.dataset(val).has_masks:
         timed(f"eval-seg/{val}", eval_seg.run, ctx, val)
     summary = ctx.summary()
-    print("\n" + stage_table(summary))
-    path = report.run_safely(ctx.run_dir)  # logs and returns None on failure: the results above stay
-    if path is not None:
-        print(f"report: {path}")
+    finish(ctx, summary, train_seg.model_path(ctx))
     return summary

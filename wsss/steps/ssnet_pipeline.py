@@ -7,12 +7,11 @@ interruption continues where it stopped.
 from __future__ import annotations
 
 from . import eval_ssnet, make_ssnet_pseudo, train_ssnet
+from .closing import finish
 from .common import RunContext, StageTimer
 
 
 def run(ctx: RunContext) -> dict:
-    from .pipeline import stage_table
-
     cfg = ctx.config
     train_split, val = cfg.data.train_split, cfg.data.val_split
     compare = cfg.ssnet.compare_stages
@@ -32,5 +31,5 @@ def run(ctx: RunContext) -> dict:
     if val:
         timed(f"eval-ssnet/2/{val}", eval_ssnet.run, ctx, 2, val)
     summary = ctx.summary()
-    print("\n" + stage_table(summary))
+    finish(ctx, summary, train_ssnet.model_path(ctx, 2), saliency=True)
     return summary

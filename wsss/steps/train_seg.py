@@ -75,6 +75,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         dataset=AugmentedCrops(voc, JointAugment(s.resize_long, s.crop_size, s.color_jitter), cfg.seed, target=load_target),
         loss_fn=seg_loss, optim=s, out_dir=seg_dir(ctx, labels), device=ctx.device, seed=cfg.seed,
         fingerprint=fingerprint, num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        optimizer=s.optimizer, adam_betas=tuple(s.adam_betas),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": s.output_stride,
               "head": s.head, "rates": list(s.rates), "labels": labels},
     )
