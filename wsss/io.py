@@ -22,6 +22,15 @@ from .errors import WsssError
 IGNORE_INDEX = 255
 
 
+class UnreadableImage(WsssError):
+    """An image file that cannot be read: ``reason`` says why without advice on the fix, for
+    callers that handle the file themselves (``wsss predict`` skips it)."""
+
+    def __init__(self, path: Path, reason: str, advice: str):
+        super().__init__(f"{path}: {reason}; {advice}")
+        self.path, self.reason = path, reason
+
+
 def voc_palette(num_entries: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map: (num_entries, 3) uint8, index 255 is void (224, 224, 192)."""
     palette = np.zeros((num_entries, 3), dtype=np.uint8)
@@ -59,11 +68,11 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
                 arr = np.asarray(img, dtype=np.float64)
                 arr = (255.0 * arr / max(arr.max(), 1.0)).astype(np.uint8)
                 img = Image.fromarray(arr, mode="L")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)  # one copy
     except FileNotFoundError:
-        raise WsssError(f"{path}: image not found; check the dataset root and the split file that lists it") from None
+        raise UnreadableImage(path, "image not found", "check the dataset root and the split file that lists it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise WsssError(f"{path}: cannot decode image ({exc}); replace the file or remove its id from the split") from None
+        raise UnreadableImage(path, f"cannot decode image ({exc})", "replace the file or remove its id from the split") from None
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
@@ -124,15 +133,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Delete the temporary files of :func:`atomic_path` that a killed process left under ``folder``.
+def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left under ``folder``
+    (in its subfolders too unless ``recursive`` is False).
 
     Call it only where no other process is writing into ``folder``; returns how many were removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    stale = [p for p in (folder.rglob if recursive else folder.glob)(".*.tmp") if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
