@@ -101,6 +101,9 @@ class CamConfig(OptimConfig):
     thresholds: ThresholdSweep = Field(default_factory=ThresholdSweep)
     # make-cam worker processes on CPU (0 = one per core); under torchrun each rank takes a shard
     workers: int = Field(1, ge=0)
+    # make-cam shrinks images with a longer side to it first (the CAMs are upsampled back to the
+    # image's size): bounds memory; VOC, COCO and MSRC images are smaller. null = as they are.
+    max_side: Optional[int] = Field(DEFAULT_CAM_MAX_SIDE, ge=16)
 
     @field_validator("scales")
     @classmethod
