@@ -200,9 +200,14 @@ def _json_default(obj):
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the VOC colours of an (H, W) mask over an (H, W, 3) image; void and background stay visible."""
-    colours = VOC_PALETTE[mask].astype(np.float32)
-    blend = image.astype(np.float32)
-    painted = (mask > 0) & (mask != IGNORE_INDEX)
-    blend[painted] = (1 - alpha) * blend[painted] + alpha * colours[painted]
-    return blend.clip(0, 255).astype(np.uint8)
+    """Blend the VOC colours of an (H, W) mask over an (H, W, 3) image; void and background stay visible.
+
+    Done in bands of rows: the float copies of a large photo's pixels would take GBs."""
+    blend = np.array(image, dtype=np.uint8)
+    rows = max(1, (1 << 20) // max(1, mask.shape[1]))
+    for start in range(0, mask.shape[0], rows):
+        labels, pixels = mask[start:start + rows], blend[start:start + rows]
+        painted = (labels > 0) & (labels != IGNORE_INDEX)
+        colours = VOC_PALETTE[labels[painted]].astype(np.float32)
+        pixels[painted] = ((1 - alpha) * pixels[painted].astype(np.float32) + alpha * colours).clip(0, 255)
+    return blend
