@@ -4,6 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from tiny_run import untrained_classifier
 
 from wsss.cam import (background_score, cam_from_features, cam_to_label, multiscale_cam, normalize_cam,
                       shrink_to_max_side)
@@ -71,12 +72,8 @@ def test_cam_to_label_and_background_score():
 
 def test_make_cam_shrinks_images_over_max_side_and_writes_cams_at_their_size(tmp_path, monkeypatch):
     root = generate_demo_dataset(tmp_path / "data", num_train=4, num_val=2, image_size=64, seed=2)
-    names = (root / "class_names.txt").read_text().split()
-    torch.manual_seed(0)
-    net = CamNet(build_backbone("efficientnet_lite0", 16, pretrained=False), len(names) - 1).eval()
     classifier = tmp_path / "cam.pt"
-    torch.save({"kind": "cam", "fingerprint": "test", "model": net.state_dict(), "meta": {"class_names": names}},
-               classifier)
+    net = untrained_classifier(classifier, root)
     config = tmp_path / "cam.yaml"
     config.write_text(yaml.safe_dump({"device": "cpu", "data": {"root": str(root)}, "backbone": {"pretrained": False},
                                       "cam": {"scales": [1.0, 1.5], "flip": True}}))
