@@ -21,7 +21,7 @@ from .errors import WsssError
 
 # Inference shrinks images with a longer side first and writes its outputs at the image's size.
 # A 6000x4000 photo took 8.4 GB in predict and 16.5 GB to over 22 GB in make-cam at full size;
-# with these defaults 0.9 GB and 1.35 GB (scales up to 2) -- BENCHMARKS.md, issue 14.
+# with these defaults 0.8 GB and 0.7-1.2 GB (scales up to 2) -- BENCHMARKS.md, issue 14.
 DEFAULT_MAX_SIDE = 1024  # predict --max-side, wsss.Predictor
 DEFAULT_CAM_MAX_SIDE = 640  # cam.max_side: the network sees it times the largest of cam.scales
 
