@@ -1,4 +1,3 @@
-import os
 import shutil
 
 import pytest
@@ -8,8 +7,11 @@ from tiny_run import write_config
 from wsss.cli import main
 from wsss.data.demo import generate_demo_dataset
 
-# Two cores: keep torch from oversubscribing when tests run beside other work.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One torch thread. With two, every parallel region of an op waits for both threads, and when
+# other work holds a core that wait is a scheduler time slice: on a busy 2-core machine a tiny
+# network's forward pass took 2.5 s instead of 0.03 s and the fixtures' training ran 5-20x
+# slower than with one thread (BENCHMARKS.md, issue 14). Multi-process tests pin threads themselves.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

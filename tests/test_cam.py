@@ -1,9 +1,19 @@
+import json
+
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
+from tiny_run import untrained_classifier
 
-from wsss.cam import background_score, cam_from_features, cam_to_label, multiscale_cam, normalize_cam
+from wsss.cam import (background_score, cam_from_features, cam_to_label, multiscale_cam, normalize_cam,
+                      shrink_to_max_side)
+from wsss.cli import main
+from wsss.data.demo import generate_demo_dataset
+from wsss.data.voc import VocDataset
 from wsss.models.backbone import build_backbone
 from wsss.models.classifier import CamNet
+from wsss.steps.common import image_tensor
 
 
 def test_cam_equals_classifier_on_pooled_features():
@@ -58,3 +68,57 @@ def test_cam_to_label_and_background_score():
     np.testing.assert_array_equal(cam_to_label(cams, keys, 0.1), [[3, 5, 0], [0, 0, 5]])
     assert cam_to_label(cams[:0], keys[:0], 0.5).shape == (2, 3)
     np.testing.assert_allclose(background_score(cams, 2.0)[0], [(1 - 0.9) ** 2, (1 - 0.6) ** 2, 1.0], rtol=1e-5)
+
+
+def test_make_cam_shrinks_images_over_max_side_and_writes_cams_at_their_size(tmp_path, monkeypatch):
+    root = generate_demo_dataset(tmp_path / "data", num_train=4, num_val=2, image_size=64, seed=2)
+    classifier = tmp_path / "cam.pt"
+    net = untrained_classifier(classifier, root)
+    config = tmp_path / "cam.yaml"
+    config.write_text(yaml.safe_dump({"device": "cpu", "data": {"root": str(root)}, "backbone": {"pretrained": False},
+                                      "cam": {"scales": [1.0, 1.5], "flip": True}}))
+    seen = []  # (h, w) of every batch the classifier gets
+    cam = CamNet.cam
+    monkeypatch.setattr(CamNet, "cam", lambda self, batch: seen.append(tuple(batch.shape[-2:])) or cam(self, batch))
+
+    def make_cam(run, max_side):
+        seen.clear()
+        assert main(["make-cam", "--config", str(config), "--run-dir", str(tmp_path / run), "--checkpoint",
+                     str(classifier), "--split", "train", "--no-progress", "--set", f"cam.max_side={max_side}"]) == 0
+        folder = tmp_path / run / "cams" / "train"
+        arrays = {}
+        for path in sorted(folder.glob("*.npz")):
+            with np.load(path) as data:
+                arrays[path.stem] = (data["cams"], data["keys"])
+        return arrays, json.loads((folder / "settings.json").read_text())
+
+    unlimited, settings = make_cam("a", "null")
+    assert "max_side" not in settings and len(unlimited) == 4 and set(seen) == {(64, 64), (96, 96)}
+    # what make-cam wrote before max_side existed: the CAMs of the full-size image
+    voc = VocDataset(root, "train")
+    with torch.inference_mode():
+        full = multiscale_cam(net.cam, image_tensor(voc.load_image(0), torch.device("cpu")), [1.0, 1.5], True)
+        expected = normalize_cam(full, voc.labels[0])[0].numpy().astype(np.float16)
+    assert unlimited[voc.ids[0]][0].tobytes() == expected.tobytes()
+
+    # images within max_side: the very same CAMs
+    within, settings = make_cam("b", 64)
+    assert settings["max_side"] == 64 and set(seen) == {(64, 64), (96, 96)}
+    assert all(within[k][0].tobytes() == a.tobytes() and np.array_equal(within[k][1], b)
+               for k, (a, b) in unlimited.items())
+
+    # larger images: the network sees them shrunk, the CAMs are upsampled to the image's size and
+    # normalised there; the changed setting restarts the folder
+    shrunk, settings = make_cam("a", 32)
+    assert settings["max_side"] == 32 and set(seen) == {(32, 32), (48, 48)}
+    for index, image_id in enumerate(voc.ids):
+        cams, keys = shrunk[image_id]
+        assert cams.dtype == np.float16 and cams.shape == (len(keys), 64, 64)
+        with torch.inference_mode():
+            image = shrink_to_max_side(image_tensor(voc.load_image(index), torch.device("cpu")), 32)
+            low = multiscale_cam(net.cam, image, [1.0, 1.5], True)
+            expected, expected_keys = normalize_cam(F.interpolate(low[None], size=(64, 64), mode="bilinear")[0],
+                                                    voc.labels[index])
+        assert np.array_equal(keys, expected_keys) and np.array_equal(keys, unlimited[image_id][1])
+        np.testing.assert_allclose(cams, expected.numpy(), atol=1e-3)
+    assert any(cams.tobytes() != unlimited[key][0].tobytes() for key, (cams, _) in shrunk.items() if len(cams))

@@ -8,11 +8,16 @@ normalise each class map by its maximum.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+# CAMs peaking lower than this are divided by it instead: a class the classifier does not see
+# stays near zero instead of being blown up to 1.
+MIN_PEAK = 1e-5
 
 
 def cam_from_features(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -47,6 +52,63 @@ def multiscale_sum(score_fn, image: torch.Tensor, scales: Sequence[float], flip:
     return total.float()
 
 
+def shrink_to_max_side(image: torch.Tensor, max_side: Optional[int]) -> torch.Tensor:
+    """(3, H, W) float image -> the image shrunk (bilinear, antialiased) so that its longer side is
+    ``max_side``; the very same tensor when it is no longer than that or ``max_side`` is None."""
+    _, height, width = image.shape
+    if not max_side or max(height, width) <= max_side:
+        return image
+    factor = max_side / max(height, width)
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def upsampled_rows(maps: torch.Tensor, size: tuple[int, int],
+                   budget: int = 1 << 24) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Bilinear upsampling of (C, h, w) maps to (C, H, W) -- what ``F.interpolate(align_corners=False)``
+    gives, up to float rounding -- as (row slice, (C, rows, W) band) pairs of about ``budget``
+    values each, for outputs too large to hold at once (C x H x W floats of a large photo)."""
+    channels, low_height, _ = maps.shape
+    height, width = size
+    rows = max(1, budget // max(1, channels * width))
+    for start in range(0, height, rows):
+        stop = min(start + rows, height)
+        # source row of output row y (align_corners=False): (y + 0.5) * h / H - 0.5, clamped at 0
+        source = ((torch.arange(start, stop, dtype=torch.float32, device=maps.device) + 0.5)
+                  * (low_height / height) - 0.5).clamp(min=0)
+        top = source.long().clamp(max=low_height - 1)
+        weight = (source - top)[:, None]
+        band = maps[:, top] * (1 - weight) + maps[:, (top + 1).clamp(max=low_height - 1)] * weight
+        # rows are done: interpolating to the band's own height leaves them as they are
+        yield slice(start, stop), F.interpolate(band[None], size=(stop - start, width), mode="bilinear",
+                                                align_corners=False)[0]
+
+
+def upsample(maps: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) maps -> (C, H, W) float32 numpy array, bilinear (band by band); as they are when of that size."""
+    maps = torch.as_tensor(maps)
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps.cpu().numpy()
+    out = np.empty((maps.shape[0], *size), dtype=np.float32)
+    for rows, band in upsampled_rows(maps.float(), size):
+        out[:, rows] = band.cpu().numpy()
+    return out
+
+
+def upsample_cams(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) CAMs of the labelled classes (``labelled_maps``) -> (K, H, W) float16: bilinearly
+    upsampled, then normalised as ``normalize_cam`` does, band by band."""
+    out = np.zeros((maps.shape[0], *size), dtype=np.float16)
+    if not len(maps):
+        return out
+    peak = torch.zeros(maps.shape[0], device=maps.device)
+    for _, band in upsampled_rows(maps, size):
+        peak = torch.maximum(peak, band.flatten(1).max(dim=1).values)
+    for rows, band in upsampled_rows(maps, size):
+        out[:, rows] = (band / peak.clamp_min(MIN_PEAK)[:, None, None]).cpu().numpy().astype(np.float16)
+    return out
+
+
 def multiscale_cam(cam_fn, image: torch.Tensor, scales: Sequence[float], flip: bool = True) -> torch.Tensor:
     """(3, H, W) image -> (C, H, W) CAM summed over scales and flips (not normalised)."""
     return multiscale_sum(cam_fn, image, scales, flip)
@@ -61,10 +123,15 @@ def normalize_cam(cam: torch.Tensor, label: torch.Tensor | np.ndarray) -> tuple[
     Returns:
         ((K, H, W) normalised maps of the K labelled classes, (K,) their foreground indices 0..C-1).
     """
-    keys = np.flatnonzero(np.asarray(label) > 0.5)
-    maps = cam[torch.as_tensor(keys, dtype=torch.long, device=cam.device)]
-    peak = maps.flatten(1).max(dim=1).values.clamp_min(1e-5)
+    maps, keys = labelled_maps(cam, label)
+    peak = maps.flatten(1).max(dim=1).values.clamp_min(MIN_PEAK)
     return maps / peak[:, None, None], keys
+
+
+def labelled_maps(cam: torch.Tensor, label: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """((K, H, W) CAMs of the K labelled classes, (K,) their foreground indices)."""
+    keys = np.flatnonzero(np.asarray(label) > 0.5)
+    return cam[torch.as_tensor(keys, dtype=torch.long, device=cam.device)], keys
 
 
 def cam_to_label(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:

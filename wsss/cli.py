@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import DEVICES, load_config, valid_device
+from .config import DEFAULT_MAX_SIDE, DEVICES, load_config, valid_device
 from .errors import WsssError
 
 log = logging.getLogger("wsss")
@@ -92,6 +92,17 @@ def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False, w
 def _workers_arg(parser: argparse.ArgumentParser, key: str) -> None:
     parser.add_argument("--workers", type=COUNT, metavar="N",
                         help=f"worker processes on CPU, 0 = one per core (overrides {key})")
+
+
+def _max_side(text: str):
+    """--max-side: pixels (>= 16), or 0 for no limit (None)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and value < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the longest side in pixels (at least 16), or 0 for no limit")
+    return value or None
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -196,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "instead of the held-out part")
     p.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
 
-    p = sub.add_parser("predict", help="segment new images with a trained model")
+    p = sub.add_parser("predict", help="segment new images with a trained model",
+                       description="Segment new images with a trained model. Exit status: 0 when every image "
+                                   "was segmented, 1 when some could not be read (each is named above the "
+                                   "summary; the others are written), 2 on an error that stops the command.")
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps)")
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
@@ -209,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=COUNT, default=1, metavar="N", help="worker processes on CPU (0 = one per core)")
     p.add_argument("--amp", choices=["auto", "on", "off", "bf16", "fp16"], default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
+    p.add_argument("--max-side", type=_max_side, default=DEFAULT_MAX_SIDE, metavar="N",
+                   help=f"shrink larger images to this longer side before inference, masks are written at "
+                        f"full size; bounds memory (default {DEFAULT_MAX_SIDE}; 0 = no limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
     p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
@@ -280,10 +297,13 @@ def _dispatch(args) -> int:
         from .engine import resolve_device
 
         distributed.init_from_env(resolve_device(args.device))
-        written = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
-                              args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp)
-        print(f"{len(written)} mask(s) written to {args.output}")
-        return 0
+        result = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
+                             args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp,
+                             max_side=args.max_side)
+        counts = [f"{result.written} image(s) written"] + [f"{n} {what}" for n, what in (
+            (result.kept, "kept from an earlier run"), (len(result.skipped), "skipped (see above)")) if n]
+        print(f"predict: {', '.join(counts)}; masks in {args.output}")
+        return 1 if result.skipped else 0
 
     if args.command == "report":
         from .steps import report

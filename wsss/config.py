@@ -19,6 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import WsssError
 
 
+# Inference shrinks images with a longer side first and writes its outputs at the image's size.
+# A 6000x4000 photo took 8.4 GB in predict and 16.5 GB to over 22 GB in make-cam at full size;
+# with these defaults 0.8 GB and 0.7-1.2 GB (scales up to 2) -- BENCHMARKS.md, issue 14.
+DEFAULT_MAX_SIDE = 1024  # predict --max-side, wsss.Predictor
+DEFAULT_CAM_MAX_SIDE = 640  # cam.max_side: the network sees it times the largest of cam.scales
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
 
@@ -94,6 +101,9 @@ class CamConfig(OptimConfig):
     thresholds: ThresholdSweep = Field(default_factory=ThresholdSweep)
     # make-cam worker processes on CPU (0 = one per core); under torchrun each rank takes a shard
     workers: int = Field(1, ge=0)
+    # make-cam shrinks images with a longer side to it first (the CAMs are upsampled back to the
+    # image's size): bounds memory; VOC, COCO and MSRC images are smaller. null = as they are.
+    max_side: Optional[int] = Field(DEFAULT_CAM_MAX_SIDE, ge=16)
 
     @field_validator("scales")
     @classmethod

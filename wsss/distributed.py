@@ -113,6 +113,15 @@ def broadcast_object(obj: T) -> T:
     return holder[0]
 
 
+def all_gather(obj: T) -> list[T]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not is_distributed():
+        return [obj]
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def shard(todo: Sequence[T]) -> list[T]:
     """This rank's share of ``todo``: rank 0's list, every world_size-th item from ``rank``.
 

@@ -24,6 +24,15 @@ from .errors import WsssError
 IGNORE_INDEX = 255
 
 
+class UnreadableImage(WsssError):
+    """An image file that cannot be read: ``reason`` says why without advice on the fix, for
+    callers that handle the file themselves (``wsss predict`` skips it)."""
+
+    def __init__(self, path: Path, reason: str, advice: str):
+        super().__init__(f"{path}: {reason}" + (f"; {advice}" if advice else ""))
+        self.path, self.reason = path, reason
+
+
 def voc_palette(num_entries: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map: (num_entries, 3) uint8, index 255 is void (224, 224, 192)."""
     palette = np.zeros((num_entries, 3), dtype=np.uint8)
@@ -64,13 +73,13 @@ def _decode(path: Path, what: str, convert: Callable[[Image.Image], np.ndarray],
             img.load()  # force full decode now: truncated files fail here, not later
             return convert(img)
     except FileNotFoundError:
-        raise WsssError(f"{path}: {what} not found{missing}") from None
+        raise UnreadableImage(path, f"{what} not found", missing) from None
     except Image.DecompressionBombError:
         width, height = _image_size_unchecked(path)
-        raise WsssError(f"{path}: {what} is {width}x{height} ({width * height / 1e6:.0f} Mpx), larger than wsss reads "
-                        f"({2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx); downscale it") from None
+        raise UnreadableImage(path, f"{what} is {width}x{height} ({width * height / 1e6:.0f} Mpx), larger than wsss "
+                              f"reads ({2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx)", "downscale it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise WsssError(f"{path}: cannot decode {what} ({exc}); {damaged}") from None
+        raise UnreadableImage(path, f"cannot decode {what} ({exc})", damaged) from None
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -83,7 +92,7 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         arr = np.asarray(img, dtype=np.float64)
         arr = (255.0 * arr / max(arr.max(), 1.0)).astype(np.uint8)
         img = Image.fromarray(arr, mode="L")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return np.array(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)  # one copy
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -93,7 +102,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     (transparent pixels are composited over white). Missing, undecodable or oversized files
     raise a :class:`WsssError` naming the file.
     """
-    return _decode(Path(path), "image", _to_rgb, "; check the dataset root and the split file that lists it",
+    return _decode(Path(path), "image", _to_rgb, "check the dataset root and the split file that lists it",
                    "replace the file or remove its id from the split")
 
 
@@ -109,7 +118,7 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
             raise WsssError(f"{path}: mask has mode {img.mode}; expected a palette or grayscale PNG of class indices")
         return np.asarray(img, dtype=np.int64).clip(0, 255).astype(np.uint8)
 
-    return _decode(path, "mask", indices, "; provide it or use a split without masks", "replace the file")
+    return _decode(path, "mask", indices, "provide it or use a split without masks", "replace the file")
 
 
 def load_saliency_mask(path: str | os.PathLike) -> np.ndarray:
@@ -175,15 +184,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Delete the temporary files of :func:`atomic_path` that a killed process left under ``folder``.
+def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left under ``folder``
+    (in its subfolders too unless ``recursive`` is False).
 
     Call it only where no other process is writing into ``folder``; returns how many were removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    stale = [p for p in (folder.rglob if recursive else folder.glob)(".*.tmp") if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
@@ -241,9 +251,14 @@ def _json_default(obj):
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the VOC colours of an (H, W) mask over an (H, W, 3) image; void and background stay visible."""
-    colours = VOC_PALETTE[mask].astype(np.float32)
-    blend = image.astype(np.float32)
-    painted = (mask > 0) & (mask != IGNORE_INDEX)
-    blend[painted] = (1 - alpha) * blend[painted] + alpha * colours[painted]
-    return blend.clip(0, 255).astype(np.uint8)
+    """Blend the VOC colours of an (H, W) mask over an (H, W, 3) image; void and background stay visible.
+
+    Done in bands of rows: the float copies of a large photo's pixels would take GBs."""
+    blend = np.array(image, dtype=np.uint8)
+    rows = max(1, (1 << 20) // max(1, mask.shape[1]))
+    for start in range(0, mask.shape[0], rows):
+        labels, pixels = mask[start:start + rows], blend[start:start + rows]
+        painted = (labels > 0) & (labels != IGNORE_INDEX)
+        colours = VOC_PALETTE[labels[painted]].astype(np.float32)
+        pixels[painted] = ((1 - alpha) * pixels[painted].astype(np.float32) + alpha * colours).clip(0, 255)
+    return blend

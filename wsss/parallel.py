@@ -9,12 +9,16 @@ workers (or torchrun ranks) gives the same files as one process *computing with 
 of torch threads*. Across thread counts oneDNN may sum in another order, which moves float
 outputs by rounding (CAMs saved as float16: the last bit of ~0.4% of values); set
 OMP_NUM_THREADS=1 (torchrun's default) for files that are bit-identical across layouts.
+
+When a job fails, the pool is terminated: its workers get SIGTERM, which they turn into
+SystemExit so that a write in progress (``wsss.io.atomic_path``) removes its temporary file.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from typing import Callable, Iterable
 
 import torch
@@ -37,8 +41,13 @@ def resolve_workers(workers: int) -> int:
     return usable_cores() if workers == 0 else workers
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds: ``finally`` blocks (temporary files) run
+
+
 def _init_worker(factory: Callable, args: tuple, threads: int) -> None:
     global _JOB
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # Pool.terminate() after another job failed
     torch.set_num_threads(threads)
     _JOB = factory(*args)
 

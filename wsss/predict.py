@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -24,12 +25,14 @@ from PIL import Image
 
 from . import distributed
 from .amp import autocast, autocast_dtype, dtype_name
-from .cam import multiscale_sum
+from .cam import multiscale_sum, shrink_to_max_side, upsample, upsampled_rows
+from .config import DEFAULT_MAX_SIDE
 from .crf import dense_crf
 from .engine import load_weights, read_wsss_file, resolve_device
 from .errors import WsssError
-from .io import load_rgb, overlay, save_image, save_json, save_palette_png
+from .io import load_rgb, overlay, remove_stale_temps, save_image, save_json, save_palette_png
 from .parallel import map_images
+from .steps.common import image_tensor
 
 log = logging.getLogger("wsss")
 
@@ -56,10 +59,12 @@ class Predictor:
     images; an SSNet also gives saliency maps (``has_saliency``)."""
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "auto", scales: Sequence[float] = (1.0,),
-                 flip: bool = False, crf: bool = False, amp: str = "auto", max_side: Optional[int] = None):
-        """``max_side``: images with a longer side are shrunk to it before the network sees them
-        (the prediction is upsampled back): keeps large photos near the scale the model was
-        trained at."""
+                 flip: bool = False, crf: bool = False, amp: str = "auto",
+                 max_side: Optional[int] = DEFAULT_MAX_SIDE):
+        """``max_side``: images with a longer side are shrunk to it (antialiased) before the
+        network and the CRF see them, and the results are upsampled back to the image's size:
+        bounds the memory of a large photo (6000x4000: 0.8 GB at 1024, 8.4 GB at full size) and
+        keeps it near the scale the model was trained at. None: every image as it is."""
         from .steps.train_seg import build_seg_net
 
         path = Path(checkpoint)
@@ -87,10 +92,6 @@ class Predictor:
             self.model.to(self.device).eval()
         self.scales, self.flip, self.crf, self.max_side = list(scales), flip, crf, max_side
 
-    def _scales(self, height: int, width: int) -> list[float]:
-        factor = min(1.0, self.max_side / max(height, width)) if self.max_side else 1.0
-        return [scale * factor for scale in self.scales]
-
     def _outputs(self, batch: torch.Tensor):
         with autocast(self.device, self.amp):
             return self.model(batch)
@@ -100,17 +101,30 @@ class Predictor:
         logits = out[0] if self.has_saliency else out  # an SSNet also returns its SAM scores
         return F.softmax(logits.float(), dim=1)
 
-    def _image(self, image: ImageLike) -> tuple[np.ndarray, torch.Tensor]:
+    def _inputs(self, image: ImageLike) -> tuple[np.ndarray, torch.Tensor]:
+        """(the (H, W, 3) image, the (3, h, w) float tensor the network sees: shrunk to max_side)."""
         rgb = as_rgb_array(image)
-        return rgb, torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float()
+        return rgb, shrink_to_max_side(image_tensor(rgb, self.device), self.max_side)
+
+    def _mean(self, score_fn, tensor: torch.Tensor) -> torch.Tensor:
+        summed = multiscale_sum(score_fn, tensor, self.scales, self.flip)
+        return summed / (len(self.scales) * (2 if self.flip else 1))
+
+    def _working_probabilities(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray]:
+        """(the (H, W, 3) image, (C, h, w) probabilities at the size the network saw it)."""
+        rgb, tensor = self._inputs(image)
+        probs = self._mean(self._softmax, tensor).cpu().numpy()
+        if self.crf:
+            shrunk = tensor.shape[1:] != rgb.shape[:2]
+            seen = tensor.round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy() if shrunk else rgb
+            probs = dense_crf(seen, probs, size_relative=True)
+        return rgb, probs
 
     @torch.inference_mode()
     def probabilities(self, image: ImageLike) -> np.ndarray:
         """(C, H, W) float32 class probabilities (averaged over scales/flips, CRF-refined if set)."""
-        rgb, tensor = self._image(image)
-        summed = multiscale_sum(self._softmax, tensor, self._scales(*rgb.shape[:2]), self.flip)
-        probs = (summed / (len(self.scales) * (2 if self.flip else 1))).cpu().numpy()
-        return dense_crf(rgb, probs, size_relative=True) if self.crf else probs
+        rgb, probs = self._working_probabilities(image)
+        return upsample(probs, rgb.shape[:2])
 
     @torch.inference_mode()
     def saliency(self, image: ImageLike) -> np.ndarray:
@@ -123,83 +137,134 @@ class Predictor:
             logits, scores = self._outputs(batch)
             return saliency_map(logits.float(), scores.float())[:, None]
 
-        rgb, tensor = self._image(image)
-        summed = multiscale_sum(maps, tensor, self._scales(*rgb.shape[:2]), self.flip)
-        return (summed[0] / (len(self.scales) * (2 if self.flip else 1))).clamp(0, 1).cpu().numpy()
+        rgb, tensor = self._inputs(image)
+        return upsample(self._mean(maps, tensor)[:1].clamp(0, 1), rgb.shape[:2])[0]
 
+    @torch.inference_mode()
     def predict(self, image: ImageLike) -> np.ndarray:
         """(H, W) uint8 class indices (index into ``class_names``)."""
-        return self.probabilities(image).argmax(axis=0).astype(np.uint8)
+        rgb, probs = self._working_probabilities(image)
+        if probs.shape[1:] == rgb.shape[:2]:
+            return probs.argmax(axis=0).astype(np.uint8)
+        labels = np.empty(rgb.shape[:2], dtype=np.uint8)  # a band at a time: C x H x W floats can be GBs
+        for rows, band in upsampled_rows(torch.from_numpy(probs), rgb.shape[:2]):
+            labels[rows] = band.argmax(dim=0).numpy()
+        return labels
 
 
-def list_images(path: Path) -> list[Path]:
+def list_images(path: Path) -> tuple[list[Path], list[Path]]:
+    """(the images to segment, the entries of the folder that are not images by extension)."""
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        entries = sorted(path.iterdir())
+        files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if not files:
             raise WsssError(f"{path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
-        return files
+        return files, [p for p in entries if p not in files]
     raise WsssError(f"{path}: input not found")
 
 
-class _PredictJob:
-    """Per-image job of ``wsss predict`` (built in each worker process)."""
+def _report_ignored(folder: Path, ignored: list[Path]) -> None:
+    """One line for the folder entries that are not images (every name with -v)."""
+    if not ignored:
+        return
+    names = [p.name + ("/" if p.is_dir() else "") for p in ignored]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more (-v lists them)" if len(names) > 5 else "")
+    log.info("predict: ignored %d entr%s of %s that %s not images by extension: %s", len(names),
+             "y" if len(names) == 1 else "ies", folder, "is" if len(names) == 1 else "are", shown)
+    log.debug("predict: ignored %s", ", ".join(names))
 
-    def __init__(self, checkpoint, device, scales, flip, crf, amp, files, output):
-        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp)
+
+class _PredictJob:
+    """Per-image job of ``wsss predict`` (built in each worker process): (index, None) when the
+    image's files are written, (index, why) when the image cannot be read and is skipped."""
+
+    def __init__(self, checkpoint, device, scales, flip, crf, amp, max_side, files, output):
+        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side)
         self.files, self.output = files, Path(output)
 
-    def __call__(self, index: int) -> Path:
+    def __call__(self, index: int) -> tuple[int, Optional[str]]:
         path = self.files[index]
-        rgb = load_rgb(path)
+        try:
+            rgb = load_rgb(path)
+        except WsssError as exc:  # this file alone: the others are still segmented
+            return index, getattr(exc, "reason", str(exc))
         mask = self.predictor.predict(rgb)
         save_image(self.output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
         if self.predictor.has_saliency:
             saliency = np.round(self.predictor.saliency(rgb) * 255).astype(np.uint8)
             save_image(self.output / f"{path.stem}_saliency.png", saliency)
         save_palette_png(self.output / f"{path.stem}.png", mask)  # written last: marks the image done
-        return self.output / f"{path.stem}.png"
+        return index, None
 
 
 def _reusable_outputs(output: Path, settings: dict) -> bool:
-    """True when ``output`` holds masks of these settings (``.wsss-predict.json``); records them."""
+    """True when ``output`` holds masks of these settings (``.wsss-predict.json``); records them and
+    removes the temporary files a killed run left."""
     record = output / ".wsss-predict.json"
     wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
     same = record.exists() and json.loads(record.read_text()) == wanted
-    if distributed.is_main() and not same:
-        save_json(record, wanted)  # before any mask of the new settings is written
+    if distributed.is_main():
+        remove_stale_temps(output, recursive=False)  # the other ranks wait: nothing writes there now
+        if not same:
+            save_json(record, wanted)  # before any mask of the new settings is written
     distributed.barrier()
     return same
 
 
+@dataclass
+class PredictResult:
+    """What :func:`run` did, over all processes: ``masks`` of the input images that have one now,
+    how many were ``written`` by this run and ``kept`` from an earlier one, the images ``skipped``
+    because they cannot be read (path, why) and the folder entries ``ignored`` (not images)."""
+
+    masks: list[Path]
+    written: int
+    kept: int
+    skipped: list[tuple[Path, str]]
+    ignored: list[Path]
+
+
 def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", scales: Sequence[float] = (1.0,),
         flip: bool = False, crf: bool = False, progress: bool = True, workers: int = 1,
-        amp: str = "auto") -> list[Path]:
+        amp: str = "auto", max_side: Optional[int] = DEFAULT_MAX_SIDE) -> PredictResult:
     """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image, and
     ``<stem>_saliency.png`` (grayscale, 255 = salient) when the model is an SSNet.
 
     Masks already in ``output`` from the same model and settings are kept (a killed run
     continues); under torchrun each rank takes a share of the files, on CPU ``workers``
-    processes do. Returns the mask paths of all input images.
+    processes do. Images that cannot be read are skipped with a warning each; files that are
+    not images by extension, and subfolders, are ignored (one line says which).
     """
-    predictor = Predictor(checkpoint, device, scales, flip, crf, amp)  # checks the model file first
-    files = list_images(Path(input_path))
+    predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side)  # checks the model file first
+    files, ignored = list_images(Path(input_path))
     stems = [p.stem for p in files]
     duplicate = next((s for s in stems if stems.count(s) > 1), None)
     if duplicate is not None:
         raise WsssError(f"{input_path}: several images are named {duplicate!r} (other extensions); "
                         "their masks would overwrite each other, rename them")
+    if distributed.is_main():
+        _report_ignored(Path(input_path), ignored)
     output = Path(output)
     settings = {"model": predictor.fingerprint, "checkpoint": str(Path(checkpoint).resolve()),
-                "scales": list(scales), "flip": flip, "crf": crf, "precision": dtype_name(predictor.amp)}
+                "scales": list(scales), "flip": flip, "crf": crf, "precision": dtype_name(predictor.amp),
+                "max_side": max_side}
     keep = _reusable_outputs(output, settings)
-    todo = distributed.shard([i for i, p in enumerate(files) if not (keep and (output / f"{p.stem}.png").exists())])
+    pending = distributed.broadcast_object(
+        [i for i, p in enumerate(files) if not (keep and (output / f"{p.stem}.png").exists())])
+    todo = distributed.shard(pending)
     workers = 1 if predictor.device.type == "cuda" else workers
     start = time.perf_counter()
-    map_images(_PredictJob, (checkpoint, device, scales, flip, crf, amp, files, output), todo, workers,
-               "predict", progress and distributed.is_main())
+    results = map_images(_PredictJob, (checkpoint, device, scales, flip, crf, amp, max_side, files, output), todo,
+                         workers, "predict", progress and distributed.is_main())
     elapsed = time.perf_counter() - start
     log.info("predict: %d images in %.1f s (%.2f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
-    distributed.barrier()
-    return [output / f"{stem}.png" for stem in stems]
+    gathered = [result for rank_results in distributed.all_gather(results) for result in rank_results]
+    skipped = sorted((files[index], why) for index, why in gathered if why)
+    if distributed.is_main():
+        for path, why in skipped:
+            log.warning("%s: skipped, %s", path, why)
+    unread = {path for path, _ in skipped}
+    return PredictResult([output / f"{p.stem}.png" for p in files if p not in unread], len(pending) - len(skipped),
+                         len(files) - len(pending), skipped, ignored)

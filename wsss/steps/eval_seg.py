@@ -50,7 +50,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     path = Path(checkpoint) if checkpoint else model_path(ctx, labels)
     if not path.exists():
         raise WsssError(f"{path}: segmentation model not found; run `wsss train-seg` first or pass --checkpoint")
-    predictor = Predictor(path, cfg.device)
+    predictor = Predictor(path, cfg.device, max_side=None)  # scored at the dataset's own resolution
     if predictor.class_names != voc.class_names:
         raise WsssError(f"{path}: trained for classes {predictor.class_names[1:]}, the dataset has {voc.class_names[1:]}")
     confusions = score_segmentation(predictor, voc, cfg.seg.eval_scales, cfg.seg.eval_crf, cfg.crf.size_relative,

@@ -1,8 +1,9 @@
 """Step 2: multi-scale, flipped CAMs for every image of a split, saved per image.
 
 Each image gets ``<out>/<id>.npz`` with ``cams`` (K, H, W) float16, normalised to max 1, for
-its K labelled classes and ``keys`` (K,) their foreground indices. Finished images are skipped,
-so an interrupted run continues where it stopped. Under torchrun each rank computes a disjoint
+its K labelled classes and ``keys`` (K,) their foreground indices; images with a longer side
+than ``cam.max_side`` are shrunk to it first and their CAMs upsampled back to (H, W). Finished
+images are skipped, so an interrupted run continues where it stopped. Under torchrun each rank computes a disjoint
 share of the images; on CPU ``cam.workers`` processes share them; the files are those of one
 process computing with the same number of torch threads (see wsss.parallel).
 """
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ..amp import autocast, autocast_dtype, dtype_name
-from ..cam import multiscale_cam, normalize_cam
+from ..cam import labelled_maps, multiscale_cam, normalize_cam, shrink_to_max_side, upsample_cams
 from ..engine import load_model_weights, model_fingerprint, required_model
 from ..errors import WsssError
 from ..io import load_npz, save_npz
@@ -82,10 +83,17 @@ class CamMaker:
     def __call__(self, index: int) -> None:
         cfg = self.ctx.config
         image = image_tensor(self.voc.load_image(index), self.ctx.device)
+        size = tuple(image.shape[1:])
+        image = shrink_to_max_side(image, cfg.cam.max_side)  # the full-size tensor is let go
         with torch.inference_mode():
             cam = multiscale_cam(self.cam, image, cfg.cam.scales, cfg.cam.flip)
-            cams, keys = normalize_cam(cam, self.voc.labels[index])
-        save_npz(self.out / f"{self.voc.ids[index]}.npz", cams=cams.cpu().numpy().astype(np.float16), keys=keys)
+            if cam.shape[1:] == size:
+                cams, keys = normalize_cam(cam, self.voc.labels[index])
+                cams = cams.cpu().numpy().astype(np.float16)
+            else:  # at the image's size, as every reader of CAMs expects
+                maps, keys = labelled_maps(cam, self.voc.labels[index])
+                cams = upsample_cams(maps, size)
+        save_npz(self.out / f"{self.voc.ids[index]}.npz", cams=cams, keys=keys)
 
 
 def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Optional[Path] = None,
@@ -97,6 +105,8 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     weights = classifier_file(ctx, checkpoint)
     settings = {"classifier": model_fingerprint(weights), "scales": cfg.cam.scales,
                 "flip": cfg.cam.flip, "root": str(voc.root)}
+    if cfg.cam.max_side is not None:  # recorded only when set, so CAMs of earlier versions (no limit) stay valid
+        settings["max_side"] = cfg.cam.max_side
     amp = autocast_dtype(cfg.amp, ctx.device)
     if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
         settings["precision"] = dtype_name(amp)
