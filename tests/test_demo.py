@@ -39,6 +39,9 @@ def test_demo_schedule_trains_a_model_near_its_pseudo_labels(pseudo_run, tmp_pat
     # The demo asks 0.9 of its pseudo labels on its own data (BENCHMARKS.md); here, on 8 val images
     # of 80 px, at least 0.8.
     assert seg_val >= 0.8 * pseudo_val, (seg_val, pseudo_val)
+    # ... and not by predicting background everywhere: it finds objects of several classes
+    per_class = json.loads((run_dir / "eval" / "seg_val.json").read_text())["per_class_iou"]["single-scale"]
+    assert sum(iou > 5 for name, iou in per_class.items() if name != "background") >= 2, per_class
 
     # the closing lines: the report, predict with this run's model, the config to start from
     out = capsys.readouterr().out

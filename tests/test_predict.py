@@ -3,6 +3,7 @@
 import inspect
 import json
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from PIL import Image
 from wsss import Predictor
 from wsss.cam import normalize_cam, upsample, upsample_cams, upsampled_rows
 from wsss.cli import main
-from wsss.io import atomic_path
+from wsss.io import UnreadableImage, atomic_path, load_rgb
 from wsss.parallel import map_images
 from wsss.steps.train_seg import build_seg_net
 
@@ -87,6 +88,15 @@ def test_unreadable_images_are_skipped_and_reported(checkpoint, tmp_path, worker
     assert "2 image(s) written, 3 kept from an earlier run; masks in" in capsys.readouterr().out
     assert Image.open(out / "empty.png").size == (30, 20)
     assert sorted(str(p) for p in tmp_path.rglob("*.tmp")) == []
+
+
+def test_an_unreadable_image_error_survives_the_way_back_from_a_worker_process(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UnreadableImage) as raised:
+        load_rgb(tmp_path / "bad.jpg")
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert str(copy) == str(raised.value) and copy.reason == raised.value.reason
+    assert copy.reason.startswith("cannot decode image (") and "split" in str(copy) and "split" not in copy.reason
 
 
 class _FailingJob:

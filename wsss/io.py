@@ -30,7 +30,10 @@ class UnreadableImage(WsssError):
 
     def __init__(self, path: Path, reason: str, advice: str):
         super().__init__(f"{path}: {reason}" + (f"; {advice}" if advice else ""))
-        self.path, self.reason = path, reason
+        self.path, self.reason, self.advice = path, reason, advice
+
+    def __reduce__(self):  # raised in a worker process, it is pickled back to the parent
+        return type(self), (self.path, self.reason, self.advice)
 
 
 def voc_palette(num_entries: int = 256) -> np.ndarray:
