@@ -94,15 +94,13 @@ def _workers_arg(parser: argparse.ArgumentParser, key: str) -> None:
                         help=f"worker processes on CPU, 0 = one per core (overrides {key})")
 
 
+_MAX_SIDE_PIXELS = _number(int, lambda v: v == 0 or v >= 16,
+                           "the longest side in pixels (at least 16), or 0 for no limit")
+
+
 def _max_side(text: str):
     """--max-side: pixels (>= 16), or 0 for no limit (None)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value != 0 and value < 16:
-        raise argparse.ArgumentTypeError(f"{text!r}: give the longest side in pixels (at least 16), or 0 for no limit")
-    return value or None
+    return _MAX_SIDE_PIXELS(text) or None
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
