@@ -24,7 +24,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
 from wsss.data.demo import generate_demo_dataset
-from wsss.steps.train_seg import build_seg_net
+from wsss.models import build_model
 
 
 def large_photo(seed: int = 14) -> np.ndarray:
@@ -64,7 +64,7 @@ def main(root: Path) -> None:
 
     names = (data / "class_names.txt").read_text().split()
     torch.manual_seed(0)
-    model = build_seg_net("efficientnet_lite0", 8, len(names), "aspp", [6, 12, 18, 24])
+    model = build_model("segmentation", "efficientnet_lite0", 8, len(names), "aspp", [6, 12, 18, 24])
     torch.save({"kind": "segmentation", "fingerprint": "bench", "model": model.state_dict(),
                 "meta": {"class_names": names, "backbone": "efficientnet_lite0", "output_stride": 8,
                          "head": "aspp", "rates": [6, 12, 18, 24]}}, root / "seg.pt")

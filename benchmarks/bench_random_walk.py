@@ -166,7 +166,7 @@ def kernel_table(args: argparse.Namespace, cam: torch.Tensor, features: torch.Te
             "|---|---:|---:|---:|",
         ]
         for name, step in kernels:
-            per_step = median_time(lambda: [step() for _ in range(10)], max(3, args.repeats)) / 10
+            per_step = median_time(lambda step=step: [step() for _ in range(10)], max(3, args.repeats)) / 10
             lines.append(
                 f"| {name} | {per_step * 1e3:.3f} | {per_step * args.steps * 1e3:.1f} | "
                 f"{per_step * chebyshev_degree * 1e3:.1f} |"

@@ -9,7 +9,6 @@ import torch
 
 from wsss import native
 from wsss.affinity import (
-    IGNORE_LABEL,
     affinity_from_features,
     affinity_loss,
     pair_labels,
@@ -18,6 +17,7 @@ from wsss.affinity import (
     random_walk_dense,
     random_walk_dense_paper,
 )
+from wsss.io import IGNORE_INDEX
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,7 +134,7 @@ def test_affinity_gradients_flow_through_the_loss():
     features = torch.randn(2, 8, 6, 6, dtype=torch.float64, requires_grad=True)
     offsets = pair_offsets(3, half=True)
     labels = torch.randint(0, 3, (2, 6, 6))
-    labels[0, :2, :2] = IGNORE_LABEL
+    labels[0, :2, :2] = IGNORE_INDEX
     affinity, _ = affinity_from_features(features, offsets)
     loss, stats = affinity_loss(affinity, *pair_labels(labels, offsets))
     loss.backward()
@@ -151,7 +151,7 @@ def test_affinity_gradients_flow_through_the_loss():
 LABELS = torch.tensor(
     [
         [0, 0, 1],
-        [0, IGNORE_LABEL, 1],
+        [0, IGNORE_INDEX, 1],
         [2, 2, 1],
     ]
 )
@@ -177,7 +177,7 @@ def test_pair_labels_hand_made_map():
 
 def test_pair_labels_batched_symmetric_and_disjoint():
     offsets = pair_offsets(3)
-    maps = torch.stack([LABELS, LABELS.flip(1), torch.full((3, 3), IGNORE_LABEL)])
+    maps = torch.stack([LABELS, LABELS.flip(1), torch.full((3, 3), IGNORE_INDEX)])
     batched = pair_labels(maps, offsets)
     for b in range(3):
         for single, many in zip(pair_labels(maps[b], offsets), batched):

@@ -13,8 +13,8 @@ from wsss.cli import main
 from wsss.config import OptimConfig, load_config
 from wsss.data.voc import VocDataset
 from wsss.engine import TrainJob, train
-from wsss.steps.common import RunContext
-from wsss.steps.train_cam import build_cam_net
+from wsss.models import build_model
+from wsss.run.context import RunContext
 
 CPU = torch.device("cpu")
 
@@ -89,7 +89,8 @@ def test_make_cam_with_amp_records_precision_and_stays_close(tmp_path, tiny_data
     ctx = RunContext(tmp_path / "run", load_config(path), progress=False)
     voc = VocDataset(tiny_dataset, "val")
     torch.manual_seed(0)
-    model = build_cam_net(ctx, voc.num_classes - 1)
+    cfg = ctx.config
+    model = build_model("cam", cfg.backbone.name, cfg.cam.output_stride, voc.num_classes, **ctx.backbone_weights())
     (tmp_path / "run" / "cam").mkdir(parents=True)
     torch.save({"kind": "cam", "fingerprint": "test", "model": model.state_dict(),
                 "meta": {"class_names": voc.class_names}}, tmp_path / "run" / "cam" / "model.pt")

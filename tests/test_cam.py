@@ -6,14 +6,13 @@ import torch.nn.functional as F
 import yaml
 from tiny_run import untrained_classifier
 
-from wsss.cam import (background_score, cam_from_features, cam_to_label, multiscale_cam, normalize_cam,
-                      shrink_to_max_side)
+from wsss.cam.algorithm import background_score, cam_from_features, cam_to_label, multiscale_cam, normalize_cam
 from wsss.cli import main
 from wsss.data.demo import generate_demo_dataset
 from wsss.data.voc import VocDataset
+from wsss.inference import image_tensor, shrink_to_max_side
 from wsss.models.backbone import build_backbone
 from wsss.models.classifier import CamNet
-from wsss.steps.common import image_tensor
 
 
 def test_cam_equals_classifier_on_pooled_features():

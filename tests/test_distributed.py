@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_run import torch_threads
 
 from wsss import distributed
-from tiny_run import torch_threads
 from wsss.cli import main
 from wsss.engine import epoch_order
 
@@ -128,11 +128,11 @@ def test_each_rank_takes_its_slice_of_the_same_global_batches():
 
 
 def test_predict_worker_processes_give_the_same_files_and_a_rerun_keeps_them(tmp_path, tiny_dataset, monkeypatch):
-    from wsss.steps.train_seg import build_seg_net
+    from wsss.models import build_model
 
     voc_classes = (tiny_dataset / "class_names.txt").read_text().split()
     torch.manual_seed(0)
-    model = build_seg_net("efficientnet_lite0", 16, len(voc_classes), "aspp", [2, 4])
+    model = build_model("segmentation", "efficientnet_lite0", 16, len(voc_classes), "aspp", [2, 4])
     checkpoint = tmp_path / "seg.pt"
     torch.save({"kind": "segmentation", "fingerprint": "test", "model": model.state_dict(),
                 "meta": {"class_names": voc_classes, "backbone": "efficientnet_lite0", "output_stride": 16,

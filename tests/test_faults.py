@@ -14,16 +14,16 @@ import pytest
 import torch
 import torch.nn as nn
 import yaml
-
 from tiny_run import torch_threads
+
 from wsss.cli import main
 from wsss.config import OptimConfig, load_config
 from wsss.data.voc import VocDataset
 from wsss.engine import TrainJob, train
 from wsss.errors import WsssError
 from wsss.io import save_npz
-from wsss.steps.common import RunContext
-from wsss.steps.train_aff import build_affinity_net
+from wsss.models import build_model
+from wsss.run.context import RunContext
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def prepare_pseudo_run(run_dir, config_path):
     config = load_config(config_path)
     ctx = RunContext(run_dir, config, progress=False)
     torch.manual_seed(0)
-    model = build_affinity_net(ctx)
+    model = build_model("affinity", config.backbone.name, config.aff.output_stride, 0, **ctx.backbone_weights())
     (run_dir / "aff").mkdir(parents=True)
     torch.save({"kind": "affinity", "fingerprint": "test", "model": model.state_dict(), "meta": {}},
                run_dir / "aff" / "model.pt")

@@ -22,12 +22,12 @@ import wsss
 from wsss.cli import build_parser, main
 from wsss.config import config_to_yaml, load_config
 from wsss.data.voc import VocDataset
-from wsss.errors import WsssError
 from wsss.engine import load_model_weights, resolve_device, save_checkpoint
+from wsss.errors import WsssError
 from wsss.io import file_mode, load_mask, load_rgb, load_saliency_mask, save_json, save_palette_png
 from wsss.metrics import confusion_matrix
-from wsss.steps.common import RunContext
-from wsss.steps.eval_pseudo import score_label_dir
+from wsss.run.context import RunContext
+from wsss.segmentation.evaluate import score_label_dir
 
 
 def one_line_error(capsys) -> str:
@@ -210,10 +210,10 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatc
 
 
 def test_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):
-    import wsss.engine
+    import wsss.engine.checkpoint
 
     real_open = open
-    monkeypatch.setattr(wsss.engine, "open", lambda path, mode: real_open("/dev/full", mode), raising=False)
+    monkeypatch.setattr(wsss.engine.checkpoint, "open", lambda path, mode: real_open("/dev/full", mode), raising=False)
     target = tmp_path / "cam" / "checkpoint.pt"
     with pytest.raises(WsssError, match=rf"^{re.escape(str(target))}: cannot write \(No space left on device\); free"):
         save_checkpoint(target, {"model": {"w": torch.zeros(100_000)}})

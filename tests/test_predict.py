@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wsss import Predictor
-from wsss.cam import normalize_cam, upsample, upsample_cams, upsampled_rows
+from wsss.cam.algorithm import normalize_cam, upsample_cams
 from wsss.cli import main
+from wsss.inference import upsample, upsampled_rows
 from wsss.io import UnreadableImage, atomic_path, load_rgb
+from wsss.models import build_model
 from wsss.parallel import map_images
-from wsss.steps.train_seg import build_seg_net
 
 CLASSES = ["background", "disc", "box"]
 
@@ -27,7 +28,7 @@ CLASSES = ["background", "disc", "box"]
 def checkpoint(tmp_path_factory):
     """An untrained segmentation network (random weights: predictions are arbitrary but fixed)."""
     torch.manual_seed(0)
-    model = build_seg_net("efficientnet_lite0", 16, len(CLASSES), "aspp", [2, 4], pretrained=False)
+    model = build_model("segmentation", "efficientnet_lite0", 16, len(CLASSES), "aspp", [2, 4], pretrained=False)
     path = tmp_path_factory.mktemp("model") / "seg.pt"
     torch.save({"kind": "segmentation", "fingerprint": "test", "model": model.state_dict(),
                 "meta": {"class_names": CLASSES, "backbone": "efficientnet_lite0", "output_stride": 16,

@@ -128,7 +128,8 @@ def made_up_run(tmp_path, tiny_dataset):
     run_dir = tmp_path / "run"
     (run_dir / "eval").mkdir(parents=True)
     (run_dir / "cams" / "extra").mkdir(parents=True)
-    config = {"name": "made-up", "seed": 3, "pipeline": "affinity", "data": {"root": str(root), "train_split": "train", "val_split": "val"},
+    config = {"name": "made-up", "seed": 3, "pipeline": "affinity",
+              "data": {"root": str(root), "train_split": "train", "val_split": "val"},
               "cam": {"eval_splits": ["train", "extra"]}, "walk": {"eval_splits": ["train"], "crf": True}, "seg": {}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     summary = {
@@ -193,7 +194,7 @@ def test_report_command_errors_and_output(tmp_path, made_up_run, capsys):
 
 
 def test_report_failure_is_logged_and_does_not_raise(tmp_path, caplog, monkeypatch):
-    from wsss.steps import report
+    from wsss import report
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")

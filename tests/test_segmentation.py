@@ -85,7 +85,7 @@ def test_predictor_rejects_other_checkpoints(tmp_path):
 
     bogus = tmp_path / "cam.pt"
     torch.save({"kind": "cam", "model": {}, "meta": {}}, bogus)
-    with pytest.raises(WsssError, match="not a segmentation model"):
+    with pytest.raises(WsssError, match="not a segmentation or SSNet model"):
         Predictor(bogus)
 
 

@@ -15,8 +15,7 @@ from wsss.data.saliency import saliency_partner, split_holdout
 from wsss.metrics import SaliencyScores, f_measure, precision_recall_curve, saliency_mae
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
-from wsss.ssnet import (classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss,
-                        saliency_map)
+from wsss.ssnet.losses import classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss, saliency_map
 
 
 def logits_of(probs):
@@ -245,7 +244,7 @@ def test_shipped_ssnet_configs_validate(name):
 
 def test_step_schedule_is_the_reference_codes():
     from wsss.config import SsnetStageConfig
-    from wsss.steps.train_ssnet import lr_schedule
+    from wsss.ssnet.train import lr_schedule
 
     assert lr_schedule(SsnetStageConfig(lr_decay="poly")) is None  # the engine's poly decay
     step = lr_schedule(SsnetStageConfig(lr_decay="step", step_every=2000, step_gamma=0.1))

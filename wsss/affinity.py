@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss import native
+from wsss.io import IGNORE_INDEX
 
 __all__ = [
-    "IGNORE_LABEL",
     "pair_offsets",
     "affinity_from_features",
     "pair_labels",
@@ -44,8 +44,6 @@ __all__ = [
     "random_walk_dense_paper",
 ]
 
-IGNORE_LABEL = 255
-"""Label value meaning "unknown": pairs touching such a pixel are neither positive nor negative."""
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 """The dtypes ``wsss.native``'s distance kernel computes in (others take the torch code)."""
@@ -195,7 +193,7 @@ def pair_labels(label_map: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Ten
 
     Args:
         label_map: (h, w) or (B, h, w) integer map: 0 background, 1..254 foreground classes,
-            ``IGNORE_LABEL`` (255) unknown.
+            ``IGNORE_INDEX`` (255) unknown: pairs touching such a pixel are neither positive nor negative.
         offsets: (K, 2) long (dy, dx) pairs, usually ``pair_offsets(radius, half=True)``.
 
     Returns:
@@ -214,12 +212,12 @@ def pair_labels(label_map: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Ten
     labels = label_map.long()
     h, w = labels.shape[-2:]
     r = max((max(abs(dy), abs(dx)) for dy, dx in offsets_), default=0)
-    # Padding with IGNORE_LABEL makes pairs leaving the image "unknown", hence ignored.
-    padded = F.pad(labels, (r, r, r, r), value=IGNORE_LABEL)
+    # Padding with IGNORE_INDEX makes pairs leaving the image "unknown", hence ignored.
+    padded = F.pad(labels, (r, r, r, r), value=IGNORE_INDEX)
     neighbours = [padded[..., r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in offsets_]
     there = torch.stack(neighbours, dim=-3) if neighbours else labels.new_empty(*labels.shape[:-2], 0, h, w)
     here = labels.unsqueeze(-3)
-    known = (here != IGNORE_LABEL) & (there != IGNORE_LABEL)
+    known = (here != IGNORE_INDEX) & (there != IGNORE_INDEX)
     same = here == there
     bg_pos = known & same & (here == 0)
     fg_pos = known & same & (here != 0)

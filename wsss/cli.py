@@ -1,5 +1,9 @@
 """The ``wsss`` command line: one sub-command per pipeline step, plus ``run`` for all of them.
 
+Every command is one row of :data:`COMMANDS`: its arguments, the step it calls and how (the
+step's module is imported only when the command runs, so ``wsss --help`` stays fast), the config
+key ``--workers`` overrides, and the folder ``--restart`` discards. A new step is a new row.
+
 Every command also runs under ``torchrun --nproc_per_node=N -m wsss ...`` (see wsss.distributed):
 training stages then use DistributedDataParallel, per-image stages split the images between the
 processes, and rank 0 alone writes logs, checkpoints and summaries.
@@ -8,22 +12,20 @@ processes, and rank 0 alone writes logs, checkpoints and summaries.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 from . import __version__
 from .config import DEFAULT_MAX_SIDE, DEVICES, load_config, valid_device
 from .errors import WsssError
 
 log = logging.getLogger("wsss")
-
-# Commands that only score what a run made: they never rewrite its config.yaml / run_info.json
-# (they write them only into a run directory that has none).
-READ_ONLY_COMMANDS = {"eval-cam", "eval-pseudo", "eval-seg", "eval-ssnet", "eval-ssnet-pseudo", "tune"}
-
 
 def _number(cast, valid, rule: str):
     """An argparse ``type`` that accepts numbers for which ``valid(value)`` holds."""
@@ -89,11 +91,6 @@ def _data_args(parser: argparse.ArgumentParser, with_checkpoint: bool = False, w
         parser.add_argument("--out-dir", type=Path, help="output folder (default: inside the run directory)")
 
 
-def _workers_arg(parser: argparse.ArgumentParser, key: str) -> None:
-    parser.add_argument("--workers", type=COUNT, metavar="N",
-                        help=f"worker processes on CPU, 0 = one per core (overrides {key})")
-
-
 _MAX_SIDE_PIXELS = _number(int, lambda v: v == 0 or v >= 16,
                            "the longest side in pixels (at least 16), or 0 for no limit")
 
@@ -116,99 +113,34 @@ def _stage_arg(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what} (default 2, the final model; stage 1's model mines the labels stage 2 trains on)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation from image-level tags.")
-    parser.add_argument("--version", action=_Version)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _tune_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=POSITIVE_INT, default=80, help="number of images of the split to use")
+    parser.add_argument("--beta", type=POSITIVE, nargs="+", default=[4, 8, 16],
+                        help="exponents beta of the affinities, T = D^-1 A^beta (default: 4 8 16)")
+    parser.add_argument("--steps", type=COUNT, nargs="+", default=[32, 128, 256],
+                        help="numbers of random-walk steps (default: 32 128 256)")
+    parser.add_argument("--bg-threshold", type=FRACTION, nargs="+", default=None,
+                        help="background thresholds c of the walk's input (alpha = log c / log(1 - c))")
 
-    p = sub.add_parser("run", help="run every stage of the pipeline (skips finished work; `pipeline: ssnet` "
-                                   "in the config runs SSNet's)")
-    _common(p)
 
-    p = sub.add_parser("train-cam", help="train the multi-label classifier that gives CAMs")
-    _common(p)
-    _train_args(p)
+def _seg_labels_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--labels", choices=["pseudo", "gt"], help=help)
 
-    p = sub.add_parser("make-cam", help="compute multi-scale CAMs for a split")
-    _common(p)
-    _data_args(p, with_checkpoint=True, with_out_dir=True)
-    _workers_arg(p, "cam.workers")
 
-    p = sub.add_parser("eval-cam", help="score CAMs against masks (background threshold sweep)")
-    _common(p)
-    _data_args(p)
-    p.add_argument("--cams", type=Path, help="folder of CAM .npz files (default: the run's)")
+def _train_seg_args(parser: argparse.ArgumentParser) -> None:
+    _seg_labels_arg(parser, "pseudo labels (default) or ground-truth masks")
+    parser.add_argument("--max-steps", type=POSITIVE_INT, default=None,
+                        help="stop after this many steps of the schedule and write model.pt; the same command "
+                             "without it resumes and finishes the schedule")
 
-    p = sub.add_parser("make-aff-labels", help="confident seeds from CAMs (+ dense CRF) for AffinityNet")
-    _common(p)
-    p.add_argument("--split", help="split (default: the train split)")
-    _workers_arg(p, "walk.workers")
 
-    p = sub.add_parser("train-aff", help="train AffinityNet on the seed labels")
-    _common(p)
-    _train_args(p)
+def _eval_ssnet_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--saliency-data", type=Path, help="score saliency on every image of this images/ + masks/ "
+                                                           "folder instead of the held-out part")
+    parser.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
 
-    p = sub.add_parser("make-pseudo", help="random walk (+ dense CRF) pseudo labels for a split")
-    _common(p)
-    _data_args(p, with_checkpoint=True)
-    _workers_arg(p, "walk.workers")
 
-    p = sub.add_parser("eval-pseudo", help="score CAM, CAM+RW and CAM+RW+CRF against masks")
-    _common(p)
-    _data_args(p)
-
-    p = sub.add_parser("tune", help="sweep the random walk's hyperparameters on a labelled subset")
-    _common(p)
-    _data_args(p)
-    p.add_argument("--limit", type=POSITIVE_INT, default=80, help="number of images of the split to use")
-    p.add_argument("--beta", type=POSITIVE, nargs="+", default=[4, 8, 16],
-                   help="exponents beta of the affinities, T = D^-1 A^beta (default: 4 8 16)")
-    p.add_argument("--steps", type=COUNT, nargs="+", default=[32, 128, 256],
-                   help="numbers of random-walk steps (default: 32 128 256)")
-    p.add_argument("--bg-threshold", type=FRACTION, nargs="+", default=None,
-                   help="background thresholds c of the walk's input (alpha = log c / log(1 - c))")
-
-    p = sub.add_parser("train-seg", help="train the segmentation network on pseudo labels (or --labels gt)")
-    _common(p)
-    _train_args(p)
-    p.add_argument("--labels", choices=["pseudo", "gt"], help="pseudo labels (default) or ground-truth masks")
-    p.add_argument("--max-steps", type=POSITIVE_INT, default=None,
-                   help="stop after this many steps of the schedule and write model.pt; the same command "
-                        "without it resumes and finishes the schedule")
-
-    p = sub.add_parser("eval-seg", help="score the segmentation network (single/multi-scale, +/- CRF)")
-    _common(p)
-    _data_args(p, with_checkpoint=True)
-    p.add_argument("--labels", choices=["pseudo", "gt"], help="which of the run's models to score")
-
-    p = sub.add_parser("train-ssnet", help="train SSNet (joint saliency + segmentation), stage 1 or 2")
-    _common(p)
-    _train_args(p)
-    _stage_arg(p, "stage to train: 1 = Lc + Ls1; 2 adds Ls2 on the labels stage 1 mined")
-
-    p = sub.add_parser("make-ssnet-pseudo", help="pseudo labels from an SSNet (restricted to image labels, + CRF)")
-    _common(p)
-    _data_args(p, with_checkpoint=True)
-    _stage_arg(p, "which stage's SSNet mines them")
-    _workers_arg(p, "ssnet.workers")
-
-    p = sub.add_parser("eval-ssnet-pseudo", help="score SSNet pseudo labels against masks")
-    _common(p)
-    _data_args(p)
-    _stage_arg(p, "whose pseudo labels to score: those the stage-1 or the stage-2 SSNet mined")
-
-    p = sub.add_parser("eval-ssnet", help="score SSNet: segmentation mIoU and saliency MAE / max F")
-    _common(p)
-    _data_args(p, with_checkpoint=True)
-    _stage_arg(p, "which stage's SSNet to score")
-    p.add_argument("--saliency-data", type=Path, help="score saliency on every image of this images/ + masks/ folder "
-                                                      "instead of the held-out part")
-    p.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
-
-    p = sub.add_parser("predict", help="segment new images with a trained model",
-                       description="Segment new images with a trained model. Exit status: 0 when every image "
-                                   "was segmented, 1 when some could not be read (each is named above the "
-                                   "summary; the others are written), 2 on an error that stops the command.")
+def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps)")
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
@@ -226,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"full size; bounds memory (default {DEFAULT_MAX_SIDE}; 0 = no limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
-    p = sub.add_parser("report", help="write the run's self-contained HTML report (report.html)")
+
+def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
                    help="run directory of `wsss run`: read, and the report written into it (unless --output)")
     p.add_argument("--run-dir", type=Path, dest="run_dir_option", metavar="RUN_DIR",
@@ -238,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu",
                    help="device for the segmentation model's gallery predictions")
 
-    p = sub.add_parser("make-demo-data", help="write the generated demo dataset (VOC layout)")
+
+def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="dataset root to write (JPEGImages/, SegmentationClass/, ...)")
     p.add_argument("--num-train", type=_number(int, lambda v: v >= 4, "an integer >= 4"), default=96,
@@ -248,6 +182,158 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_number(int, lambda v: v >= 32, "an integer >= 32"), default=128,
                    help="side of the square images in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
+
+
+# ---------------------------------------------------------------------------------- the commands
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its arguments and the step it calls.
+
+    ``call(step, ctx, args)`` runs the step (``step`` is the module ``module`` names, imported when
+    the command runs; ``ctx`` the run's RunContext, or None for a command that takes no run
+    directory) and returns the exit status, or a line to print (status 0).
+    """
+
+    name: str
+    help: str
+    module: Optional[str]  # the step's module, imported when the command runs
+    call: Callable[[Any, Any, argparse.Namespace], Any]
+    options: tuple[Callable[[argparse.ArgumentParser], None], ...] = ()
+    uses_run: bool = True  # takes --config/--run-dir and gets a RunContext
+    read_only: bool = False  # only scores: never rewrites the run's config.yaml / run_info.json
+    workers_key: Optional[str] = None  # the config key --workers overrides
+    trains: Optional[Callable[[Any, argparse.Namespace], Path]] = None  # (ctx, args) -> the folder --restart discards
+    description: Optional[str] = None
+
+
+def _data(with_checkpoint: bool = False, with_out_dir: bool = False):
+    return lambda parser: _data_args(parser, with_checkpoint, with_out_dir)
+
+
+def _stage(what: str):
+    return lambda parser: _stage_arg(parser, what)
+
+
+def _train_split_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", help="split (default: the train split)")
+
+
+def _run_pipeline(_, ctx, args):
+    pipeline = importlib.import_module(PIPELINES[ctx.config.pipeline])
+    pipeline.run(ctx)
+
+
+PIPELINES = {"affinity": "wsss.psa.pipeline", "ssnet": "wsss.ssnet.pipeline"}
+"""``pipeline:`` of a config -> the module whose ``run(ctx)`` runs every stage of it."""
+
+
+def _predict(predict, _, args) -> int:
+    from . import distributed
+    from .engine import resolve_device
+
+    distributed.init_from_env(resolve_device(args.device))
+    result = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
+                         args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp,
+                         max_side=args.max_side)
+    counts = [f"{result.written} image(s) written"] + [f"{n} {what}" for n, what in (
+        (result.kept, "kept from an earlier run"), (len(result.skipped), "skipped (see above)")) if n]
+    print(f"predict: {', '.join(counts)}; masks in {args.output}")
+    return 1 if result.skipped else 0
+
+
+def _report(report, _, args) -> str:
+    run_dir = args.run_dir or args.run_dir_option
+    if run_dir is None:
+        raise WsssError("report: name the run directory, e.g. `wsss report runs/demo` or `--run-dir runs/demo`")
+    return f"report: {report.run(run_dir, args.output, args.data_root, args.images, args.device)}"
+
+
+def _demo_data(demo, _, args) -> str:
+    root = demo.generate_demo_dataset(args.out, args.num_train, args.num_val, args.image_size, args.seed)
+    return f"demo dataset written to {root}"
+
+
+def _train_split(ctx, args) -> str:
+    return args.split or ctx.config.data.train_split
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("run", "run every stage of the pipeline (skips finished work; `pipeline: ssnet` in the config runs "
+                   "SSNet's)", None, _run_pipeline),
+    Command("train-cam", "train the multi-label classifier that gives CAMs", "wsss.cam.train",
+            lambda step, ctx, a: f"classifier: {step.run(ctx)}", (_train_args,),
+            trains=lambda ctx, a: ctx.layout.cam_dir),
+    Command("make-cam", "compute multi-scale CAMs for a split", "wsss.cam.make",
+            lambda step, ctx, a: f"CAMs: {step.run(ctx, _train_split(ctx, a), a.data_root, a.checkpoint, a.out_dir)}",
+            (_data(with_checkpoint=True, with_out_dir=True),), workers_key="cam.workers"),
+    Command("eval-cam", "score CAMs against masks (background threshold sweep)", "wsss.cam.evaluate",
+            lambda step, ctx, a: step.run(ctx, _train_split(ctx, a), a.data_root, a.cams),
+            (_data(), lambda p: p.add_argument("--cams", type=Path, help="folder of CAM .npz files (default: the run's)")),
+            read_only=True),
+    Command("make-aff-labels", "confident seeds from CAMs (+ dense CRF) for AffinityNet", "wsss.psa.make_aff_labels",
+            lambda step, ctx, a: f"seed labels: {step.run(ctx, a.split)}", (_train_split_arg,), workers_key="walk.workers"),
+    Command("train-aff", "train AffinityNet on the seed labels", "wsss.psa.train_aff",
+            lambda step, ctx, a: f"AffinityNet: {step.run(ctx)}", (_train_args,),
+            trains=lambda ctx, a: ctx.layout.affinity_dir),
+    Command("make-pseudo", "random walk (+ dense CRF) pseudo labels for a split", "wsss.psa.make_pseudo",
+            lambda step, ctx, a: f"pseudo labels: {step.run(ctx, a.split, a.data_root, a.checkpoint)}",
+            (_data(with_checkpoint=True),), workers_key="walk.workers"),
+    Command("eval-pseudo", "score CAM, CAM+RW and CAM+RW+CRF against masks", "wsss.psa.eval_pseudo",
+            lambda step, ctx, a: step.run(ctx, a.split, a.data_root), (_data(),), read_only=True),
+    Command("tune", "sweep the random walk's hyperparameters on a labelled subset", "wsss.psa.tune",
+            lambda step, ctx, a: step.run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold),
+            (_data(), _tune_args), read_only=True),
+    Command("train-seg", "train the segmentation network on pseudo labels (or --labels gt)", "wsss.segmentation.train",
+            lambda step, ctx, a: f"segmentation model: {step.run(ctx, a.labels, max_steps=a.max_steps)}",
+            (_train_args, _train_seg_args), trains=lambda ctx, a: ctx.layout.seg_dir(a.labels or ctx.config.seg.labels)),
+    Command("eval-seg", "score the segmentation network (single/multi-scale, +/- CRF)", "wsss.segmentation.evaluate",
+            lambda step, ctx, a: step.run(ctx, a.split, a.data_root, a.checkpoint, a.labels),
+            (_data(with_checkpoint=True), lambda p: _seg_labels_arg(p, "which of the run's models to score")),
+            read_only=True),
+    Command("train-ssnet", "train SSNet (joint saliency + segmentation), stage 1 or 2", "wsss.ssnet.train",
+            lambda step, ctx, a: f"SSNet stage {a.stage}: {step.run(ctx, a.stage)}",
+            (_train_args, _stage("stage to train: 1 = Lc + Ls1; 2 adds Ls2 on the labels stage 1 mined")),
+            trains=lambda ctx, a: ctx.layout.ssnet_dir(a.stage)),
+    Command("make-ssnet-pseudo", "pseudo labels from an SSNet (restricted to image labels, + CRF)", "wsss.ssnet.mine",
+            lambda step, ctx, a: f"pseudo labels: {step.run(ctx, a.stage, a.split, a.data_root, a.checkpoint)}",
+            (_data(with_checkpoint=True), _stage("which stage's SSNet mines them")), workers_key="ssnet.workers"),
+    Command("eval-ssnet-pseudo", "score SSNet pseudo labels against masks", "wsss.ssnet.evaluate",
+            lambda step, ctx, a: step.run_pseudo(ctx, a.stage, a.split, a.data_root),
+            (_data(), _stage("whose pseudo labels to score: those the stage-1 or the stage-2 SSNet mined")),
+            read_only=True),
+    Command("eval-ssnet", "score SSNet: segmentation mIoU and saliency MAE / max F", "wsss.ssnet.evaluate",
+            lambda step, ctx, a: step.run(ctx, a.stage, a.split, a.data_root, a.checkpoint, a.saliency_data,
+                                          saliency=not a.no_saliency),
+            (_data(with_checkpoint=True), _stage("which stage's SSNet to score"), _eval_ssnet_args), read_only=True),
+    Command("predict", "segment new images with a trained model", "wsss.predict", _predict, (_predict_args,),
+            uses_run=False,
+            description="Segment new images with a trained model. Exit status: 0 when every image was segmented, "
+                        "1 when some could not be read (each is named above the summary; the others are "
+                        "written), 2 on an error that stops the command."),
+    Command("report", "write the run's self-contained HTML report (report.html)", "wsss.report", _report,
+            (_report_args,), uses_run=False),
+    Command("make-demo-data", "write the generated demo dataset (VOC layout)", "wsss.data.demo", _demo_data,
+            (_demo_data_args,), uses_run=False),
+)
+
+COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsss", description="Weakly supervised semantic segmentation from image-level tags.")
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.description)
+        if command.uses_run:
+            _common(p)
+        for add in command.options:
+            add(p)
+        if command.workers_key:
+            p.add_argument("--workers", type=COUNT, metavar="N",
+                           help=f"worker processes on CPU, 0 = one per core (overrides {command.workers_key})")
     return parser
 
 
@@ -259,16 +345,16 @@ def _launched_by_torchrun() -> tuple[bool, int]:
 def _context(args):
     from . import distributed
     from .engine import resolve_device
-    from .steps.common import RunContext
+    from .run.context import RunContext
 
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    if getattr(args, "workers", None) is not None:
-        key = {"make-cam": "cam.workers", "make-ssnet-pseudo": "ssnet.workers"}.get(args.command, "walk.workers")
-        overrides.append(f"{key}={args.workers}")
+    command = COMMANDS_BY_NAME[args.command]
+    if command.workers_key and args.workers is not None:
+        overrides.append(f"{command.workers_key}={args.workers}")
     config_path = args.config
     if config_path is None and args.run_dir is not None and (args.run_dir / "config.yaml").exists():
         config_path = args.run_dir / "config.yaml"
@@ -278,118 +364,29 @@ def _context(args):
     distributed.init_from_env(resolve_device(config.device))  # under torchrun: join the process group
     run_dir = args.run_dir or Path("runs") / config.name
     ctx = RunContext(run_dir, config, progress=not args.no_progress)
-    ctx.prepare(record_config=args.command not in READ_ONLY_COMMANDS or not (run_dir / "config.yaml").exists())
+    ctx.prepare(record_config=not command.read_only or not ctx.layout.config.exists())
     return ctx
 
 
 def _dispatch(args) -> int:
-    if args.command == "make-demo-data":
-        from .data.demo import generate_demo_dataset
+    command = COMMANDS_BY_NAME[args.command]
+    step = importlib.import_module(command.module) if command.module else None
+    if not command.uses_run:
+        result = command.call(step, None, args)
+    else:
+        ctx = _context(args)
+        from . import distributed
 
-        root = generate_demo_dataset(args.out, args.num_train, args.num_val, args.image_size, args.seed)
-        print(f"demo dataset written to {root}")
-        return 0
-
-    if args.command == "predict":
-        from . import distributed, predict
-        from .engine import resolve_device
-
-        distributed.init_from_env(resolve_device(args.device))
-        result = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
-                             args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp,
-                             max_side=args.max_side)
-        counts = [f"{result.written} image(s) written"] + [f"{n} {what}" for n, what in (
-            (result.kept, "kept from an earlier run"), (len(result.skipped), "skipped (see above)")) if n]
-        print(f"predict: {', '.join(counts)}; masks in {args.output}")
-        return 1 if result.skipped else 0
-
-    if args.command == "report":
-        from .steps import report
-
-        run_dir = args.run_dir or args.run_dir_option
-        if run_dir is None:
-            raise WsssError("report: name the run directory, e.g. `wsss report runs/demo` or `--run-dir runs/demo`")
-        print(f"report: {report.run(run_dir, args.output, args.data_root, args.images, args.device)}")
-        return 0
-
-    ctx = _context(args)
-    from . import distributed
-
-    if getattr(args, "restart", False) and distributed.is_main():
-        seg = "seg_gt" if getattr(args, "labels", None) == "gt" else "seg"
-        stage_dir = {"train-cam": ctx.run_dir / "cam", "train-aff": ctx.run_dir / "aff",
-                     "train-seg": ctx.run_dir / seg,
-                     "train-ssnet": ctx.run_dir / f"ssnet{getattr(args, 'stage', 1)}"}.get(args.command)
-        if stage_dir is not None and stage_dir.exists():
-            shutil.rmtree(stage_dir)
-    distributed.barrier()
-    if args.command == "run":
-        from .steps import pipeline
-
-        pipeline.run(ctx)
-    elif args.command == "train-cam":
-        from .steps import train_cam
-
-        path = train_cam.run(ctx)
-        print(f"classifier: {path}")
-    elif args.command == "make-cam":
-        from .steps import make_cam
-
-        split = args.split or ctx.config.data.train_split
-        out = make_cam.run(ctx, split, args.data_root, args.checkpoint, args.out_dir)
-        print(f"CAMs: {out}")
-    elif args.command == "eval-cam":
-        from .steps import eval_cam
-
-        eval_cam.run(ctx, args.split or ctx.config.data.train_split, args.data_root, args.cams)
-    elif args.command == "make-aff-labels":
-        from .steps import make_aff_labels
-
-        print(f"seed labels: {make_aff_labels.run(ctx, args.split)}")
-    elif args.command == "train-aff":
-        from .steps import train_aff
-
-        print(f"AffinityNet: {train_aff.run(ctx)}")
-    elif args.command == "make-pseudo":
-        from .steps import make_pseudo
-
-        print(f"pseudo labels: {make_pseudo.run(ctx, args.split, args.data_root, args.checkpoint)}")
-    elif args.command == "eval-pseudo":
-        from .steps import eval_pseudo
-
-        eval_pseudo.run(ctx, args.split, args.data_root)
-    elif args.command == "train-seg":
-        from .steps import train_seg
-
-        print(f"segmentation model: {train_seg.run(ctx, args.labels, max_steps=args.max_steps)}")
-    elif args.command == "eval-seg":
-        from .steps import eval_seg
-
-        eval_seg.run(ctx, args.split, args.data_root, args.checkpoint, args.labels)
-    elif args.command == "train-ssnet":
-        from .steps import train_ssnet
-
-        print(f"SSNet stage {args.stage}: {train_ssnet.run(ctx, args.stage)}")
-    elif args.command == "make-ssnet-pseudo":
-        from .steps import make_ssnet_pseudo
-
-        out = make_ssnet_pseudo.run(ctx, args.stage, args.split, args.data_root, args.checkpoint)
-        print(f"pseudo labels: {out}")
-    elif args.command == "eval-ssnet-pseudo":
-        from .steps import eval_ssnet
-
-        eval_ssnet.run_pseudo(ctx, args.stage, args.split, args.data_root)
-    elif args.command == "eval-ssnet":
-        from .steps import eval_ssnet
-
-        eval_ssnet.run(ctx, args.stage, args.split, args.data_root, args.checkpoint, args.saliency_data,
-                       saliency=not args.no_saliency)
-    elif args.command == "tune":
-        from .steps import tune
-
-        tune.run(ctx, args.split, args.data_root, args.limit, args.beta, args.steps, args.bg_threshold)
-    ctx.record()  # a command that read no dataset records its config once it succeeded
-    return 0
+        if command.trains is not None and args.restart and distributed.is_main():
+            stage_dir = command.trains(ctx, args)
+            if stage_dir.exists():
+                shutil.rmtree(stage_dir)
+        distributed.barrier()
+        result = command.call(step, ctx, args)
+        ctx.record()  # a command that read no dataset records its config once it succeeded
+    if isinstance(result, str):
+        print(result)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

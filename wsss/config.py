@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import WsssError
 
-
 # Inference shrinks images with a longer side first and writes its outputs at the image's size.
 # A 6000x4000 photo took 8.4 GB in predict and 16.5 GB to over 22 GB in make-cam at full size;
 # with these defaults 0.8 GB and 0.7-1.2 GB (scales up to 2) -- BENCHMARKS.md, issue 14.
@@ -70,7 +69,7 @@ class ThresholdSweep(Section):
 
 
 class OptimConfig(Section):
-    """Shared optimisation settings (SGD with poly decay, new layers at a higher rate)."""
+    """How a training stage optimises (SGD with poly decay, new layers at a higher rate)."""
 
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -80,7 +79,12 @@ class OptimConfig(Section):
     head_lr_mult: float = Field(10.0, gt=0)
     poly_power: float = Field(0.9, ge=0)
     freeze_bn: bool = False
-    # Train-time augmentation: random rescale of the long side, flip, colour jitter, crop.
+
+
+class AugmentConfig(Section):
+    """How a training stage augments its crops: random rescale of the long side, flip, colour
+    jitter, crop (wsss.data.transforms.JointAugment)."""
+
     resize_long: tuple[int, int] = (256, 448)
     crop_size: int = Field(320, ge=16)
     color_jitter: float = Field(0.3, ge=0, le=1)
@@ -93,7 +97,11 @@ class OptimConfig(Section):
         return value
 
 
-class CamConfig(OptimConfig):
+class TrainStageConfig(OptimConfig, AugmentConfig):
+    """A training stage's settings: its optimisation and its augmentation (one flat YAML section)."""
+
+
+class CamConfig(TrainStageConfig):
     output_stride: Literal[8, 16, 32] = 16
     scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     flip: bool = True
@@ -126,7 +134,7 @@ class CrfConfig(Section):
     size_relative: bool = True
 
 
-class AffinityConfig(OptimConfig):
+class AffinityConfig(TrainStageConfig):
     """AffinityNet: seeds from CAMs, pair labels within ``radius``, training (PSA train_aff.py)."""
 
     output_stride: Literal[8, 16, 32] = 16
@@ -164,7 +172,7 @@ class WalkConfig(Section):
     workers: int = Field(1, ge=0)
 
 
-class DeepLabConfig(OptimConfig):
+class DeepLabConfig(TrainStageConfig):
     """A DeepLab network on the shared backbone (segmentation, SSNet) and its optimiser."""
 
     output_stride: Literal[8, 16, 32] = 8

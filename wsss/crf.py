@@ -15,9 +15,13 @@ them with the image size (see ``scaled_crf_widths``).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-__all__ = ["REFERENCE_SIZE", "scaled_crf_widths", "dense_crf"]
+from .config import CrfConfig
+
+__all__ = ["REFERENCE_SIZE", "scaled_crf_widths", "dense_crf", "crf_refiner"]
 
 REFERENCE_SIZE = 500
 """Longest side (pixels) of the PASCAL VOC images the default CRF widths were tuned on."""
@@ -131,3 +135,15 @@ def dense_crf(
     )
     refined = crf.inference(int(iterations))
     return np.asarray(refined, dtype=np.float32).reshape(n_labels, height, width)
+
+
+def crf_refiner(config: CrfConfig, image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """probs (L, H, W) -> CRF-refined probs of ``image`` (H, W, 3), with the ``crf`` section's settings."""
+
+    def refine(probs: np.ndarray) -> np.ndarray:
+        return dense_crf(image, probs, iterations=config.iterations, gaussian_sxy=config.gaussian_sxy,
+                         gaussian_compat=config.gaussian_compat, bilateral_sxy=config.bilateral_sxy,
+                         bilateral_srgb=config.bilateral_srgb, bilateral_compat=config.bilateral_compat,
+                         size_relative=config.size_relative)
+
+    return refine

@@ -62,11 +62,6 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def env_rank() -> int:
-    """The rank torchrun gave this process, readable before the process group exists."""
-    return int(os.environ.get("RANK", "0"))
-
-
 def init_from_env(device: torch.device) -> torch.device:
     """Join torchrun's process group (once); returns the device this process should use.
 

@@ -25,14 +25,15 @@ from PIL import Image
 
 from . import distributed
 from .amp import autocast, autocast_dtype, dtype_name
-from .cam import multiscale_sum, shrink_to_max_side, upsample, upsampled_rows
 from .config import DEFAULT_MAX_SIDE
 from .crf import dense_crf
-from .engine import load_weights, read_wsss_file, resolve_device
+from .engine import resolve_device
 from .errors import WsssError
+from .inference import image_tensor, multiscale_sum, shrink_to_max_side, upsample, upsampled_rows
 from .io import load_rgb, overlay, remove_stale_temps, save_image, save_json, save_palette_png
+from .models import load_model
 from .parallel import map_images
-from .steps.common import image_tensor
+from .ssnet.losses import saliency_map
 
 log = logging.getLogger("wsss")
 
@@ -65,31 +66,13 @@ class Predictor:
         network and the CRF see them, and the results are upsampled back to the image's size:
         bounds the memory of a large photo (6000x4000: 0.8 GB at 1024, 8.4 GB at full size) and
         keeps it near the scale the model was trained at. None: every image as it is."""
-        from .steps.train_seg import build_seg_net
-
-        path = Path(checkpoint)
-        payload = read_wsss_file(path)
-        kind = payload.get("kind")
-        if kind not in ("segmentation", "ssnet") or "meta" not in payload:
-            raise WsssError(f"{path}: not a segmentation model (holds {kind!r}); pass the model.pt of "
-                            "`wsss train-seg` or `wsss train-ssnet`")
-        meta = payload["meta"]
-        self.class_names: list[str] = meta["class_names"]
-        self.fingerprint = payload.get("fingerprint")
         self.device = resolve_device(device)
         if distributed.is_distributed() and self.device.type == "cuda":
             self.device = torch.device("cuda", distributed.local_rank())
+        loaded = load_model(checkpoint, self.device, ("segmentation", "ssnet"))
+        self.model, self.class_names, self.fingerprint = loaded.model, loaded.class_names, loaded.fingerprint
+        self.has_saliency = loaded.kind == "ssnet"
         self.amp = autocast_dtype(amp, self.device)
-        self.has_saliency = kind == "ssnet"
-        if self.has_saliency:
-            from .steps.train_ssnet import load_ssnet
-
-            self.model = load_ssnet(path, self.device)
-        else:
-            self.model = build_seg_net(meta["backbone"], meta["output_stride"], len(self.class_names), meta["head"],
-                                       meta["rates"], pretrained=False)
-            load_weights(self.model, payload["model"], path, "was it written by another version of wsss?")
-            self.model.to(self.device).eval()
         self.scales, self.flip, self.crf, self.max_side = list(scales), flip, crf, max_side
 
     def _outputs(self, batch: torch.Tensor):
@@ -131,7 +114,6 @@ class Predictor:
         """(H, W) float32 saliency in [0, 1] of an SSNet, S = sum_i v_i H_i (averaged over scales/flips)."""
         if not self.has_saliency:
             raise WsssError("this model gives no saliency maps; that needs an SSNet model (`wsss train-ssnet`)")
-        from .ssnet import saliency_map
 
         def maps(batch: torch.Tensor) -> torch.Tensor:
             logits, scores = self._outputs(batch)

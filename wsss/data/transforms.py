@@ -98,6 +98,11 @@ class JointAugment:
     color_jitter: float = 0.3
     flip: bool = True
 
+    @classmethod
+    def from_config(cls, config) -> JointAugment:
+        """From a config section with ``resize_long``, ``crop_size`` and ``color_jitter`` (AugmentConfig)."""
+        return cls(tuple(config.resize_long), config.crop_size, config.color_jitter)
+
     def __call__(self, image: np.ndarray, maps: list[np.ndarray], rng: np.random.Generator):
         long_side = int(rng.integers(self.resize_long[0], self.resize_long[1] + 1))
         image, maps = rescale_long_side(image, maps, long_side)

@@ -236,7 +236,8 @@ def _unwrap_state_dict(obj) -> dict:
     return obj
 
 
-def build_backbone(name: str, output_stride: int = 32, pretrained: bool = True, checkpoint: Optional[str | Path] = None) -> Backbone:
+def build_backbone(name: str, output_stride: int = 32, pretrained: bool = True,
+                   checkpoint: Optional[str | Path] = None) -> Backbone:
     """Build a registered backbone; ``checkpoint`` (a state_dict file) replaces its weights."""
     if name not in _REGISTRY:
         raise WsssError(f"backbone.name: unknown backbone {name!r}; registered: {', '.join(sorted(_REGISTRY))}")

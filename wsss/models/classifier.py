@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..cam import cam_from_features
+from ..cam.algorithm import cam_from_features
 from .backbone import Backbone
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from ..cam import cam_to_label
+from ..cam.algorithm import cam_to_label
 from ..errors import WsssError
 from ..io import VOC_PALETTE, load_mask, load_npz
 from ..metrics import confusion_matrix, mean_iou
@@ -143,6 +143,10 @@ def pick_rows(ids: list[str], scores: dict[str, float], fixed: list[str]) -> lis
     return list(chosen.items())
 
 
+_LABELS = {"seg": "pseudo", "seg_gt": "gt"}
+"""The gallery's segmentation columns: the model trained on the run's pseudo labels, and on ground truth."""
+
+
 class GalleryBuilder:
     """Builds the gallery of one split of a run."""
 
@@ -153,8 +157,9 @@ class GalleryBuilder:
             raise WsssError(f"split {split!r}: dataset not found (data.root {run.section('data').get('root')!r}); "
                             "pass --data-root")
         self.names = self.voc.class_names
-        self.cam_dir = run.run_dir / "cams" / split
-        self.pseudo_dir = run.run_dir / "pseudo" / split
+        self.cam_dir = run.layout.cams(split)
+        self.rw_dir = run.layout.pseudo_labels(split, crf=False)
+        self.rw_crf_dir = run.layout.pseudo_labels(split, crf=True)
         self.threshold = self._cam_threshold()
         self.device = device
         self._predictors: dict[str, object] = {}
@@ -170,7 +175,7 @@ class GalleryBuilder:
 
     def final_labels(self) -> tuple[str, Optional[Path]]:
         """(name, folder) of the run's last pseudo labels of this split, the ones rows are ranked by."""
-        for name, folder in (("CAM + RW + CRF", self.pseudo_dir / "rw_crf"), ("CAM + RW", self.pseudo_dir / "rw")):
+        for name, folder in (("CAM + RW + CRF", self.rw_crf_dir), ("CAM + RW", self.rw_dir)):
             if folder.is_dir() and any(folder.glob("*.png")):
                 return name, folder
         return "", None
@@ -229,7 +234,8 @@ class GalleryBuilder:
         wanted = [i for i in fixed if i in ids] if fixed else list(dict.fromkeys(ids[k * len(ids) // num_fixed]
                                                                                  for k in range(num_fixed)))
         missing = [i for i in fixed if i not in self.voc.ids]
-        rows = [self.row(image_id, reasons, scores.get(image_id)) for image_id, reasons in pick_rows(self.voc.ids, scores, wanted)]
+        picked = pick_rows(self.voc.ids, scores, wanted)
+        rows = [self.row(image_id, reasons, scores.get(image_id)) for image_id, reasons in picked]
         columns = list(dict.fromkeys(title for row in rows for title in row.cells))
         note = ""
         if not self.voc.has_masks:
@@ -245,7 +251,7 @@ class GalleryBuilder:
         if kind not in self._predictors:
             from ..predict import Predictor
 
-            path = self.run.run_dir / kind / "model.pt"
+            path = self.run.layout.seg_model(_LABELS[kind])
             self._predictors[kind] = None
             if path.exists():
                 predictor = Predictor(path, self.device)
@@ -281,11 +287,11 @@ class GalleryBuilder:
         else:
             cells["CAM per class"] = [Tile("", mark="not run")]
             cells[threshold_title] = [Tile("", mark="not run")]
-        for title, folder in (("Random walk", self.pseudo_dir / "rw"), ("Random walk + CRF", self.pseudo_dir / "rw_crf")):
+        for title, folder in (("Random walk", self.rw_dir), ("Random walk + CRF", self.rw_crf_dir)):
             path = folder / f"{image_id}.png"
             cells[title] = [scored("", load_mask(path)) if path.exists() else Tile("", mark="not run")]
         for kind, title in (("seg", "Segmentation network"), ("seg_gt", "Segmentation (GT-trained)")):
-            if kind == "seg_gt" and not (self.run.run_dir / kind / "model.pt").exists():
+            if kind == "seg_gt" and not self.run.layout.seg_model("gt").exists():
                 continue  # the upper bound is optional: no column when it was never trained
             cells[title] = [scored("single-scale", self.segment(index, kind)) if self.predictor(kind) is not None
                             else Tile("", mark="not run")]
@@ -299,8 +305,8 @@ def build_galleries(run: RunData, images: Optional[list[str]] = None, device: st
     galleries, notes = [], []
     val = run.section("data").get("val_split")
     for split in run.splits():
-        made = (run.run_dir / "cams" / split).is_dir() or (run.run_dir / "pseudo" / split).is_dir()
-        if not (made or (split == val and (run.run_dir / "seg" / "model.pt").exists())):
+        made = run.layout.cams(split).is_dir() or run.layout.pseudo(split).is_dir()
+        if not (made or (split == val and run.layout.seg_model().exists())):
             continue
         try:
             galleries.append(GalleryBuilder(run, split, device).build(list(images or [])))

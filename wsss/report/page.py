@@ -286,7 +286,8 @@ def gallery_html(gallery: Gallery, class_names: list[str]) -> str:
             tiles = row.cells.get(column) or [Tile("", mark="not run")]
             html = "".join(tile_html(t, row.image_id, size) for t in tiles)
             if i == 0:
-                html = f'<div class="row-head"><b>{escape(row.image_id)}</b><br>{escape(", ".join(row.reasons))}{score}</div>' + html
+                reasons = escape(", ".join(row.reasons))
+                html = f'<div class="row-head"><b>{escape(row.image_id)}</b><br>{reasons}{score}</div>' + html
             if i == len(gallery.columns) - 1:  # the classes of this row's label maps, under its ground truth
                 html += legend(class_names, row.classes)
             cells.append(f"<td>{html}</td>")
@@ -317,7 +318,8 @@ def guarded(name: str, build: Callable[[], str]) -> str:
         return build()
     except Exception as exc:  # noqa: BLE001 - reported on the page and in the log
         log.warning("report: the %s section failed: %s: %s", name, type(exc).__name__, exc)
-        return f'<h2>{escape(name)}</h2><p class="missing section-error">could not render this section: {escape(type(exc).__name__)}: {escape(str(exc))}</p>'
+        why = f"{escape(type(exc).__name__)}: {escape(str(exc))}"
+        return f'<h2>{escape(name)}</h2><p class="missing section-error">could not render this section: {why}</p>'
 
 
 def render(run: RunData, images: Optional[list[str]] = None, device: str = "cpu") -> str:

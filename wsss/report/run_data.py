@@ -1,6 +1,6 @@
 """Reading what a run directory holds, tolerantly: any stage may be missing or newer than this code.
 
-A run directory (see ``steps.common.RunContext``) has ``config.yaml``, ``run_info.json``,
+A run directory (its paths: ``wsss.run.layout.RunLayout``) has ``config.yaml``, ``run_info.json``,
 ``summary.json`` (metrics per ``<stage>/<split>`` key, ``timings_s``), ``eval/*.json`` (per-class
 IoU, threshold sweeps, per-variant scores), ``<stage>/train_log.jsonl`` for every trained model,
 ``cams/<split>/`` and ``pseudo/<split>/{rw,rw_crf}/``. The metric table is built from
@@ -19,6 +19,7 @@ import yaml
 
 from ..data.voc import VocDataset
 from ..errors import WsssError
+from ..run.layout import RunLayout
 
 # summary.json keys that hold no metrics
 NON_METRIC_KEYS = {"timings_s"}
@@ -165,20 +166,21 @@ class RunData:
 
     def __init__(self, run_dir: Path, data_root: Optional[Path] = None):
         self.run_dir = Path(run_dir)
+        self.layout = RunLayout(self.run_dir)
         if not self.run_dir.is_dir():
             raise WsssError(f"{self.run_dir}: run directory not found; pass the --run-dir of a `wsss run`")
-        config_path = self.run_dir / "config.yaml"
+        config_path = self.layout.config
         self.config: dict[str, Any] = {}
         if config_path.exists():
             try:
                 self.config = yaml.safe_load(config_path.read_text()) or {}
             except yaml.YAMLError as exc:
                 raise WsssError(f"{config_path}: not valid YAML ({exc})") from None
-        self.summary: dict = read_json(self.run_dir / "summary.json", {})
+        self.summary: dict = read_json(self.layout.summary, {})
         if not self.config and not self.summary:
             raise WsssError(f"{self.run_dir}: neither config.yaml nor summary.json here; is this a run directory?")
-        self.run_info: dict = read_json(self.run_dir / "run_info.json", {})
-        self.evals: dict[str, dict] = {p.stem: read_json(p, {}) for p in sorted((self.run_dir / "eval").glob("*.json"))}
+        self.run_info: dict = read_json(self.layout.run_info, {})
+        self.evals: dict[str, dict] = {p.stem: read_json(p, {}) for p in sorted(self.layout.eval_dir.glob("*.json"))}
         self.train_logs: dict[str, list[dict]] = {
             p.parent.name: read_jsonl(p) for p in sorted(self.run_dir.glob("*/train_log.jsonl"))
         }
@@ -237,9 +239,7 @@ class RunData:
             split = split_key(key)[1]
             if split != SALIENCY_COLUMN:
                 found.append(split)
-        for folder in ("cams", "pseudo"):
-            if (self.run_dir / folder).is_dir():
-                found += sorted(p.name for p in (self.run_dir / folder).iterdir() if p.is_dir())
+        found += self.layout.split_names()
         return list(dict.fromkeys(s for s in found if s))
 
     # --- metrics ------------------------------------------------------------------------------------
@@ -293,8 +293,8 @@ class RunData:
         # outputs made on a split without masks: say why they have no score
         for split in self.splits():
             if self.has_ground_truth(split) is False:
-                for stage, folder in (("cam", self.run_dir / "cams" / split), ("rw", self.run_dir / "pseudo" / split / "rw"),
-                                      ("rw_crf", self.run_dir / "pseudo" / split / "rw_crf")):
+                for stage, folder in (("cam", self.layout.cams(split)), ("rw", self.layout.pseudo_labels(split, crf=False)),
+                                      ("rw_crf", self.layout.pseudo_labels(split, crf=True))):
                     if folder.is_dir():
                         rows.setdefault(stage, MetricRow(stage, stage_title(stage))).cells.setdefault(split, NO_GROUND_TRUTH)
         order = list(STAGE_TITLES)
@@ -345,7 +345,8 @@ class RunData:
         for stem, result in self.evals.items():
             sweep = result.get("sweep") if isinstance(result, dict) else None
             if isinstance(sweep, list) and sweep:
-                points = [(p["threshold"], p["miou"]) for p in sweep if is_number(p.get("threshold")) and is_number(p.get("miou"))]
+                points = [(p["threshold"], p["miou"]) for p in sweep
+                          if is_number(p.get("threshold")) and is_number(p.get("miou"))]
                 if points:
                     split = str(result.get("split") or stem.rpartition("_")[2])
                     sweeps[split] = ([p[0] for p in points], [p[1] for p in points], result.get("best_threshold"))

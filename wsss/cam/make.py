@@ -1,0 +1,117 @@
+"""Step 2: multi-scale, flipped CAMs for every image of a split, saved per image.
+
+Each image gets ``<out>/<id>.npz`` with ``cams`` (K, H, W) float16, normalised to max 1, for
+its K labelled classes and ``keys`` (K,) their foreground indices; images with a longer side
+than ``cam.max_side`` are shrunk to it first and their CAMs upsampled back to (H, W). Finished
+images are skipped, so an interrupted run continues where it stopped. Under torchrun each rank computes a disjoint
+share of the images; on CPU ``cam.workers`` processes share them; the files are those of one
+process computing with the same number of torch threads (see wsss.parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..amp import autocast, autocast_dtype, dtype_name
+from ..engine import model_fingerprint
+from ..errors import WsssError
+from ..inference import image_tensor, shrink_to_max_side
+from ..io import load_npz, save_npz
+from ..models import load_model
+from ..run.context import RunContext, required_model
+from ..run.per_image import run_per_image
+from .algorithm import labelled_maps, multiscale_cam, normalize_cam, upsample_cams
+
+log = logging.getLogger("wsss")
+
+
+def cam_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+    return ctx.layout.cams(ctx.output_name(split, root))
+
+
+def load_cam(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """((K, H, W) float32 normalised CAMs, (K,) foreground class indices) of one image."""
+    data = load_npz(path)
+    return data["cams"].astype(np.float32), data["keys"].astype(np.int64)
+
+
+def classifier_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
+    return required_model(checkpoint, ctx.layout.cam_model, "CAM classifier", "train-cam")
+
+
+def load_cam_with_image(folder: Path, voc, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(CAMs (K, H, W), keys (K,), image (H, W, 3)) of one image, checked to be the same size."""
+    path = folder / f"{voc.ids[index]}.npz"
+    cams, keys = load_cam(path)
+    image = voc.load_image(index)
+    if cams.shape[1:] != image.shape[:2]:
+        raise WsssError(f"{path}: CAM size differs from its image; delete it and re-run make-cam")
+    return cams, keys, image
+
+
+def cam_settings(ctx: RunContext, split: str, root: Optional[Path] = None) -> Optional[dict]:
+    """The settings the split's CAMs were made with (None before make-cam ran)."""
+    record = cam_dir(ctx, split, root) / "settings.json"
+    return json.loads(record.read_text()) if record.exists() else None
+
+
+def load_cam_model(ctx: RunContext, checkpoint: Optional[Path], class_names: list[str]):
+    path = classifier_file(ctx, checkpoint)
+    loaded = load_model(path, ctx.device, "cam", ctx.config.cam.output_stride, ctx.model_defaults(class_names))
+    if loaded.class_names != class_names:
+        raise WsssError(f"{path}: trained for classes {loaded.class_names[1:]}, but the dataset has {class_names[1:]}")
+    return loaded.model
+
+
+class CamMaker:
+    """Per-image job: multi-scale CAMs of one image, written atomically (built in each worker)."""
+
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], out: Path):
+        self.ctx, self.voc, self.out = ctx, ctx.dataset(split, root), out
+        self.model = load_cam_model(ctx, checkpoint, self.voc.class_names)
+        self.amp = autocast_dtype(ctx.config.amp, ctx.device)
+
+    def cam(self, images: torch.Tensor) -> torch.Tensor:
+        with autocast(self.ctx.device, self.amp):
+            return self.model.cam(images).float()
+
+    def __call__(self, index: int) -> None:
+        cfg = self.ctx.config
+        image = image_tensor(self.voc.load_image(index), self.ctx.device)
+        size = tuple(image.shape[1:])
+        image = shrink_to_max_side(image, cfg.cam.max_side)  # the full-size tensor is let go
+        with torch.inference_mode():
+            cam = multiscale_cam(self.cam, image, cfg.cam.scales, cfg.cam.flip)
+            if cam.shape[1:] == size:
+                cams, keys = normalize_cam(cam, self.voc.labels[index])
+                cams = cams.cpu().numpy().astype(np.float16)
+            else:  # at the image's size, as every reader of CAMs expects
+                maps, keys = labelled_maps(cam, self.voc.labels[index])
+                cams = upsample_cams(maps, size)
+        save_npz(self.out / f"{self.voc.ids[index]}.npz", cams=cams, keys=keys)
+
+
+def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Optional[Path] = None,
+        out_dir: Optional[Path] = None) -> Path:
+    """Write CAMs of every image of ``split``; returns the output folder."""
+    cfg = ctx.config
+    voc = ctx.dataset(split, root)
+    out = Path(out_dir) if out_dir else cam_dir(ctx, split, root)
+    weights = classifier_file(ctx, checkpoint)
+    settings = {"classifier": model_fingerprint(weights), "scales": cfg.cam.scales,
+                "flip": cfg.cam.flip, "root": str(voc.root)}
+    if cfg.cam.max_side is not None:  # recorded only when set, so CAMs of earlier versions (no limit) stay valid
+        settings["max_side"] = cfg.cam.max_side
+    amp = autocast_dtype(cfg.amp, ctx.device)
+    if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
+        settings["precision"] = dtype_name(amp)
+    workers = 1 if ctx.device.type == "cuda" else cfg.cam.workers
+    run_per_image(ctx, "make-cam", voc, out, settings, lambda image_id: out / f"{image_id}.npz",
+                  CamMaker, (ctx, split, root, checkpoint, out), workers, f"make-cam {split}")
+    return out

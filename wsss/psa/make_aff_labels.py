@@ -1,0 +1,71 @@
+"""Step 4: confident seeds from CAMs, the labels AffinityNet learns pair affinities from.
+
+For each image: background score (1 - max CAM)^alpha at a low alpha (confident foreground)
+and a high alpha (confident background), each refined by dense CRF; everything else unknown.
+Written as palette PNGs ``aff_labels/<split>/<id>.png`` (0 bg, class, 255 unknown) at image
+resolution; train-aff downsamples them to the feature stride after augmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+from ..cam.make import cam_dir, cam_settings, load_cam_with_image
+from ..crf import crf_refiner
+from ..errors import WsssError
+from ..io import save_palette_png
+from ..run.context import RunContext
+from ..run.per_image import run_per_image
+from .seeds import alpha_for_threshold, seed_labels
+
+log = logging.getLogger("wsss")
+
+
+def best_cam_threshold(ctx: RunContext) -> float:
+    """The background threshold at which the train CAMs scored best (from eval-cam)."""
+    path = ctx.layout.eval_file("cam", ctx.config.data.train_split)
+    if not path.exists():
+        raise WsssError(f"{path}: not found; seeds='auto' needs `wsss eval-cam` on the train split first "
+                        "(or set aff.seeds=alpha)")
+    return float(json.loads(path.read_text())["best_threshold"])
+
+
+def seed_alphas(ctx: RunContext) -> tuple[float, float]:
+    """(alpha for confident foreground, alpha for confident background)."""
+    aff = ctx.config.aff
+    if aff.seeds == "alpha":
+        return tuple(aff.seed_alphas)
+    t = best_cam_threshold(ctx)
+    fg = min(0.95, t + aff.fg_margin * (1 - t))
+    bg = max(0.01, t * aff.bg_factor)
+    return alpha_for_threshold(fg), alpha_for_threshold(bg)
+
+
+class SeedLabeler:
+    """Per-image job (picklable factory for worker processes)."""
+
+    def __init__(self, ctx: RunContext, split: str, alphas: tuple[float, float]):
+        self.ctx, self.voc = ctx, ctx.dataset(split)
+        self.cams, self.out, self.alphas = cam_dir(ctx, split), ctx.layout.seed_labels(split), alphas
+
+    def __call__(self, index: int) -> None:
+        image_id = self.voc.ids[index]
+        cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
+        refine = crf_refiner(self.ctx.config.crf, image) if self.ctx.config.aff.seed_crf else None
+        save_palette_png(self.out / f"{image_id}.png", seed_labels(cams, keys, *self.alphas, refine=refine))
+
+
+def run(ctx: RunContext, split: Optional[str] = None) -> Path:
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split)
+    out = ctx.layout.seed_labels(split)
+    alphas = seed_alphas(ctx)
+    settings = {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
+                "cams": cam_settings(ctx, split)}
+    log.info("make-aff-labels: alpha %.3g for confident foreground, %.3g for confident background", *alphas)
+    run_per_image(ctx, "make-aff-labels", voc, out, settings, lambda image_id: out / f"{image_id}.png",
+                  SeedLabeler, (ctx, split, alphas), ctx.config.walk.workers, f"aff-labels {split}")
+    return out

@@ -1,0 +1,123 @@
+"""Step 6: pseudo labels: CAM with background -> random walk -> upsample -> dense CRF -> argmax.
+
+PSA's infer_aff.py: the CAMs of the image's classes, with background score (1 - max)^alpha,
+are averaged down to the AffinityNet feature grid, propagated by the random walk
+vec(M*) = T^t vec(M) with T = D^-1 A^beta (Eq. 11-12), upsampled to the image, refined by
+dense CRF and arg-maxed. Written per image, atomically, as VOC-palette PNGs:
+
+    pseudo/<split>/rw/<id>.png       after the random walk
+    pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when walk.crf)
+    pseudo/<split>/scores/<id>.npz   the walk's class scores (when walk.save_scores)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..affinity import random_walk
+from ..amp import autocast, autocast_dtype, dtype_name
+from ..cam.make import cam_dir, cam_settings, load_cam_with_image
+from ..crf import crf_refiner
+from ..engine import model_fingerprint
+from ..inference import image_tensor
+from ..io import save_npz, save_palette_png
+from ..models import load_model
+from ..run.context import RunContext, required_model
+from ..run.per_image import run_per_image
+from .make_aff_labels import best_cam_threshold
+from .seeds import alpha_for_threshold, scores_to_labels, scores_with_background
+
+log = logging.getLogger("wsss")
+
+
+def pseudo_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+    return ctx.layout.pseudo(ctx.output_name(split, root))
+
+
+def final_label_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+    """Where the pseudo labels that train the segmentation network live."""
+    return ctx.layout.pseudo_labels(ctx.output_name(split, root), ctx.config.walk.crf)
+
+
+def walk_alpha(ctx: RunContext) -> float:
+    """The background exponent of the walk's input: configured, or from the CAMs' best threshold."""
+    walk = ctx.config.walk
+    if walk.alpha is not None:
+        return walk.alpha
+    return alpha_for_threshold(min(0.95, best_cam_threshold(ctx) * walk.bg_factor))
+
+
+def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
+    return required_model(checkpoint, ctx.layout.affinity_model, "AffinityNet", "train-aff")
+
+
+def load_affinity_model(ctx: RunContext, checkpoint: Optional[Path] = None):
+    return load_model(affinity_file(ctx, checkpoint), ctx.device, "affinity", ctx.config.aff.output_stride,
+                      ctx.model_defaults()).model
+
+
+def walk_scores(features: torch.Tensor, scores: np.ndarray, radius: int, beta: float, steps: int) -> torch.Tensor:
+    """(D, h, w) features, (K+1, H, W) scores -> (K+1, H, W) walked scores at image size.
+
+    The scores are area-averaged down to the feature grid (PSA: avg-pool by the stride), walked,
+    and bilinearly upsampled back.
+    """
+    size = scores.shape[1:]
+    low = F.adaptive_avg_pool2d(torch.from_numpy(scores).to(features)[None], features.shape[-2:])[0]
+    walked = random_walk(low, features, radius=radius, beta=beta, steps=steps)
+    return F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+class PseudoLabeler:
+    """Per-image job: walk, CRF, write (built inside each worker process)."""
+
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], alpha: float):
+        self.ctx, self.voc = ctx, ctx.dataset(split, root)
+        self.cams, self.out, self.alpha = cam_dir(ctx, split, root), pseudo_dir(ctx, split, root), alpha
+        self.model = load_affinity_model(ctx, checkpoint)
+        self.amp = autocast_dtype(ctx.config.amp, ctx.device)
+
+    def __call__(self, index: int) -> None:
+        cfg, image_id = self.ctx.config, self.voc.ids[index]
+        cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
+        scores = scores_with_background(cams, self.alpha)
+        with torch.inference_mode():
+            with autocast(self.ctx.device, self.amp):  # the network only; the walk runs in float32
+                features = self.model(image_tensor(image, self.ctx.device)[None])[0].float()
+            walked = walk_scores(features, scores, cfg.aff.radius, cfg.walk.beta, cfg.walk.steps).cpu().numpy()
+        if cfg.walk.save_scores:
+            save_npz(self.out / "scores" / f"{image_id}.npz", scores=walked.astype(np.float16), keys=keys)
+        if cfg.walk.crf:
+            probs = walked.clip(min=0) ** cfg.walk.crf_power
+            probs /= probs.sum(axis=0, keepdims=True).clip(min=1e-8)
+            refined = crf_refiner(cfg.crf, image)(probs)
+            save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
+        # written last: its presence marks the image finished
+        save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(walked, keys))
+
+
+def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
+        checkpoint: Optional[Path] = None) -> Path:
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split, root)
+    out = pseudo_dir(ctx, split, root)
+    alpha = walk_alpha(ctx)
+    weights = affinity_file(ctx, checkpoint)
+    walk = ctx.config.walk
+    settings = {"affinity_net": model_fingerprint(weights), "alpha": alpha,
+                "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
+                "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power,
+                "scores": walk.save_scores, "cams": cam_settings(ctx, split, root)}
+    amp = autocast_dtype(ctx.config.amp, ctx.device)
+    if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
+        settings["precision"] = dtype_name(amp)
+    # rw/<id>.png, written last, marks a finished image
+    run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
+                  PseudoLabeler, (ctx, split, root, checkpoint, alpha), walk.workers, f"make-pseudo {split}")
+    return out

@@ -1,0 +1,81 @@
+"""Step 5: train AffinityNet on pair labels from the seeds (PSA train_aff.py).
+
+Each augmented crop's seed map is brought to the feature stride; every pixel pair within the
+radius (each unordered pair once) is a positive (same class, split into background and
+foreground), a negative (different classes) or ignored (an unknown end). Loss: Eq. (7)-(10).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..affinity import affinity_from_features, affinity_loss, pair_labels, pair_offsets
+from ..data.crops import AugmentedCrops, LabelMapFolder
+from ..data.transforms import JointAugment
+from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..errors import WsssError
+from ..models import build_model
+from ..models.affinity_net import AffinityNet
+from ..run.context import RunContext
+
+log = logging.getLogger("wsss")
+
+
+def downsample_seeds(seeds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) seed labels -> (B, h, w) by nearest-neighbour sampling (no label mixing)."""
+    return F.interpolate(seeds[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+class AffinityLoss:
+    """Loss over the half neighbourhood (each unordered pair once, as PSA's path indices)."""
+
+    def __init__(self, radius: int):
+        self.offsets = pair_offsets(radius, half=True)
+
+    def __call__(self, model: AffinityNet, batch: dict):
+        features = model(batch["image"])
+        seeds = downsample_seeds(batch["target"], features.shape[-2:])
+        affinity, _ = affinity_from_features(features, self.offsets.to(features.device))
+        bg_pos, fg_pos, neg = pair_labels(seeds, self.offsets.to(features.device))
+        loss, stats = affinity_loss(affinity, bg_pos, fg_pos, neg)
+        with torch.no_grad():  # how well the affinities separate, for the log
+            stats["pos_aff"] = float(affinity[bg_pos | fg_pos].mean()) if (bg_pos | fg_pos).any() else float("nan")
+            stats["neg_aff"] = float(affinity[neg].mean()) if neg.any() else float("nan")
+        stats.pop("loss", None)
+        return loss, stats
+
+
+def aff_fingerprint(ctx: RunContext) -> str:
+    cfg = ctx.config
+    return config_fingerprint({"aff": cfg.aff.model_dump(mode="json"), "backbone": cfg.backbone.model_dump(mode="json"),
+                               "split": cfg.data.train_split, "seed": cfg.seed})
+
+
+def run(ctx: RunContext, max_steps: int | None = None) -> Path:
+    cfg = ctx.config
+    voc = ctx.dataset(cfg.data.train_split)
+    seed_dir = ctx.layout.seed_labels(cfg.data.train_split)
+    missing = [i for i in voc.ids if not (seed_dir / f"{i}.png").exists()]
+    if missing:
+        raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-aff-labels` first")
+    fingerprint = aff_fingerprint(ctx)
+    final = ctx.layout.affinity_model
+    if finished_model(final, fingerprint):
+        log.info("train-aff: %s is complete, skipping", final)
+        return final
+    seed_everything(cfg.seed)
+    model = build_model("affinity", cfg.backbone.name, cfg.aff.output_stride, voc.num_classes, **ctx.backbone_weights())
+    augment = JointAugment.from_config(cfg.aff)
+    job = TrainJob(
+        kind="affinity", model=model, param_groups=model.param_groups(),
+        dataset=AugmentedCrops(voc, augment, cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)),
+        loss_fn=AffinityLoss(cfg.aff.radius), optim=cfg.aff,
+        out_dir=ctx.layout.affinity_dir, device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.aff.output_stride},
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+    )
+    return train(job)

@@ -1,0 +1,142 @@
+"""What every step shares: the run directory (its :class:`RunLayout`), the resolved config, the
+device, the datasets and the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import distributed
+from ..config import PipelineConfig, config_to_yaml
+from ..data.demo import demo_dataset_complete, generate_demo_dataset
+from ..data.voc import VocDataset
+from ..engine.device import resolve_device
+from ..errors import WsssError
+from ..io import atomic_path, save_json
+from .layout import RunLayout
+from .provenance import run_info
+
+log = logging.getLogger("wsss")
+
+
+@dataclass
+class RunContext:
+    """A run directory with its resolved config; ``layout`` names every path in it."""
+
+    run_dir: Path
+    config: PipelineConfig
+    progress: bool = True
+    device: torch.device = field(init=False)
+    # config.yaml and run_info.json are written (once) when the first dataset is found, so a
+    # command that fails on its inputs (a mistyped --set data.root) leaves the run's record alone
+    record_config: bool = field(default=False, init=False)
+    layout: RunLayout = field(init=False)
+
+    def __post_init__(self):
+        self.run_dir = Path(self.run_dir)
+        self.layout = RunLayout(self.run_dir)
+        # under torchrun on CUDA: this process's GPU (after the CLI joined the process group)
+        self.device = resolve_device(self.config.device)
+        if distributed.is_distributed() and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank())
+        self.progress = self.progress and distributed.is_main()
+
+    def train_options(self) -> dict:
+        """The run-wide TrainJob settings every training step passes on (AMP, SyncBN, checkpoints)."""
+        cfg = self.config
+        return {"amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
+
+    def backbone_weights(self) -> dict:
+        """How a stage that trains starts its backbone: ImageNet weights, or the user's checkpoint."""
+        backbone = self.config.backbone
+        return {"pretrained": backbone.pretrained, "backbone_checkpoint": backbone.checkpoint}
+
+    def model_defaults(self, class_names: Optional[list[str]] = None) -> dict:
+        """What a model file of this run that lacks metadata was built with: the config's backbone
+        (and the dataset's classes); see :func:`wsss.models.load_model`."""
+        return {"backbone": self.config.backbone.name, "class_names": list(class_names or [])}
+
+    def prepare(self, record_config: bool = True) -> None:
+        """Create the run directory and its log (rank 0; the others wait). With ``record_config``
+        the resolved config and run info are written once the command's dataset is found
+        (:meth:`record`); evaluation commands pass False and never rewrite them."""
+        self.record_config = record_config
+        if distributed.is_main():
+            self._prepare_files()
+        distributed.barrier()
+
+    def _prepare_files(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise WsssError(f"{self.run_dir}: run directory is not writable ({exc}); choose another --run-dir") from None
+        add_file_logging(self.layout.log)
+        if self.config.data.demo is not None:
+            self.data_root()  # generated here, once, before other ranks read it
+
+    def record(self) -> None:
+        """Write the resolved config and run info (rank 0, once, when :meth:`prepare` asked for it)."""
+        if not self.record_config or not distributed.is_main():
+            return
+        self.record_config = False
+        with atomic_path(self.layout.config) as tmp:
+            tmp.write_text(config_to_yaml(self.config))
+        save_json(self.layout.run_info, run_info(self.config.seed, self.device))
+
+    def data_root(self) -> Path:
+        """The dataset root; generates the demo dataset there first when the config asks for it."""
+        data = self.config.data
+        if data.demo is not None and not demo_dataset_complete(data.root):
+            log.info("generating the demo dataset in %s", data.root)
+            generate_demo_dataset(data.root, data.demo.num_train, data.demo.num_val, data.demo.image_size, data.demo.seed)
+        return Path(data.root)
+
+    def dataset(self, split: str, root: Optional[Path] = None, require_masks: bool = False) -> VocDataset:
+        root = Path(root) if root is not None else self.data_root()
+        voc = VocDataset(root, split, labels=self.config.data.labels, require_masks=require_masks)
+        self.record()  # the inputs are there: this config is the run's now
+        return voc
+
+    def output_name(self, split: str, root: Optional[Path]) -> str:
+        """Folder name of a split's outputs; a foreign dataset root gets its own prefix."""
+        if root is None or Path(root).resolve() == Path(self.config.data.root).resolve():
+            return split
+        return f"{Path(root).resolve().name}-{split}"
+
+    def update_summary(self, key: str, value) -> None:
+        if not distributed.is_main():
+            return
+        path = self.layout.summary
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary[key] = value
+        save_json(path, summary)
+
+    def summary(self) -> dict:
+        path = self.layout.summary
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def add_file_logging(path: Path) -> None:
+    logger = logging.getLogger("wsss")
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path.resolve():
+            return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+
+
+def required_model(checkpoint: Optional[Path], default: Path, what: str, command: str) -> Path:
+    """The model file a stage reads: ``checkpoint`` if given, else the run's own; must exist."""
+    path = Path(checkpoint) if checkpoint else default
+    if not path.exists():
+        raise WsssError(f"{path}: {what} not found; run `wsss {command}` first or pass --checkpoint")
+    return path

@@ -1,0 +1,67 @@
+"""Step 7: train the segmentation network on the run's pseudo labels (or on ground truth).
+
+``seg.labels: pseudo`` reads the PNGs make-pseudo wrote (255 = ignore); ``gt`` trains the same
+network on the split's masks: the fully supervised upper bound the weak model is compared with.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch.nn.functional as F
+
+from ..data.crops import AugmentedCrops, LabelMapFolder
+from ..data.transforms import JointAugment
+from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..errors import WsssError
+from ..io import IGNORE_INDEX
+from ..models import build_model
+from ..models.segmentation import SegNet, logits_at
+from ..run.context import RunContext
+
+log = logging.getLogger("wsss")
+
+
+def seg_loss(model: SegNet, batch: dict):
+    """Pixel-wise cross-entropy, 255 ignored, on logits upsampled to the crop."""
+    logits = logits_at(model, batch["image"], batch["target"].shape[-2:])
+    return F.cross_entropy(logits, batch["target"], ignore_index=IGNORE_INDEX), {}
+
+
+def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] = None) -> Path:
+    cfg = ctx.config
+    labels = labels or cfg.seg.labels
+    split = cfg.data.train_split
+    if labels == "gt":
+        voc = ctx.dataset(split, require_masks=True)
+        load_target = voc.load_mask
+    else:
+        voc = ctx.dataset(split)
+        folder = ctx.layout.pseudo_labels(ctx.output_name(split, None), cfg.walk.crf)
+        missing = [i for i in voc.ids if not (folder / f"{i}.png").exists()]
+        if missing:
+            raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run `wsss make-pseudo --split {split}` first")
+        load_target = LabelMapFolder(folder, voc.ids)
+    fingerprint = config_fingerprint({"seg": cfg.seg.model_dump(mode="json", exclude={"eval_scales", "eval_crf"}),
+                                      "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
+                                      "split": split, "seed": cfg.seed})
+    final = ctx.layout.seg_model(labels)
+    if finished_model(final, fingerprint):
+        log.info("train-seg: %s is complete, skipping", final)
+        return final
+    seed_everything(cfg.seed)
+    s = cfg.seg
+    model = build_model("segmentation", cfg.backbone.name, s.output_stride, voc.num_classes, s.head, s.rates,
+                        **ctx.backbone_weights())
+    job = TrainJob(
+        kind="segmentation", model=model, param_groups=model.param_groups(),
+        dataset=AugmentedCrops(voc, JointAugment.from_config(s), cfg.seed, target=load_target),
+        loss_fn=seg_loss, optim=s, out_dir=ctx.layout.seg_dir(labels), device=ctx.device, seed=cfg.seed,
+        fingerprint=fingerprint, num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        optimizer=s.optimizer, adam_betas=tuple(s.adam_betas),
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": s.output_stride,
+              "head": s.head, "rates": list(s.rates), "labels": labels},
+    )
+    return train(job)

@@ -1,0 +1,91 @@
+"""Mine pseudo labels with a trained SSNet (the input of stage 2).
+
+Per image (the reference code's syn_stage1.py): the segmentation probabilities restricted to
+background and the image's labelled classes, averaged over ``ssnet.mine_scales`` (+ flip; images
+larger than ``ssnet.eval_long_side`` shrunk first), refined by dense CRF (the ``crf`` section;
+the reference uses PSA's widths with 5 mean-field iterations) and arg-maxed. Saliency is not
+used here, as in the reference. Written atomically:
+
+    ssnet_pseudo/stage<k>/<split>/seg/<id>.png   before the CRF
+    ssnet_pseudo/stage<k>/<split>/crf/<id>.png   after it (when ssnet.mine_crf)
+
+Images labelled with no class become all background: real negatives.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..crf import crf_refiner
+from ..engine import model_fingerprint
+from ..inference import image_tensor, multiscale_sum
+from ..io import save_palette_png
+from ..models.ssnet import SSNet
+from ..run.context import RunContext, required_model
+from ..run.per_image import run_per_image
+from .losses import restricted_probabilities
+from .train import check_stage, load_ssnet, model_path, pseudo_dir
+
+log = logging.getLogger("wsss")
+
+
+def ssnet_file(ctx: RunContext, stage: int, checkpoint: Optional[Path]) -> Path:
+    return required_model(checkpoint, model_path(ctx, stage), f"SSNet stage-{stage} model", f"train-ssnet --stage {stage}")
+
+
+def restricted_segmentation(model: SSNet, image: torch.Tensor, label: np.ndarray, scales, flip: bool) -> np.ndarray:
+    """(3, H, W) image, (C,) multi-hot label -> (C+1, H, W) probabilities over background and the labelled classes."""
+    labels = torch.as_tensor(np.asarray(label), dtype=torch.float32, device=image.device)[None]
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        return restricted_probabilities(model(batch)[0], labels.expand(batch.shape[0], -1))
+
+    summed = multiscale_sum(score, image, scales, flip)
+    return (summed / (len(scales) * (2 if flip else 1))).cpu().numpy()
+
+
+class SsnetMiner:
+    """Per-image job: restricted segmentation, CRF, two PNGs (built inside each worker process)."""
+
+    def __init__(self, ctx: RunContext, stage: int, split: str, root: Optional[Path], checkpoint: Optional[Path]):
+        self.ctx, self.voc = ctx, ctx.dataset(split, root)
+        self.out = pseudo_dir(ctx, stage, split, root)
+        self.model = load_ssnet(ssnet_file(ctx, stage, checkpoint), ctx.device)
+
+    def __call__(self, index: int) -> None:
+        s = self.ctx.config.ssnet
+        image_id = self.voc.ids[index]
+        image = self.voc.load_image(index)
+        shrink = min(1.0, s.eval_long_side / max(image.shape[:2])) if s.eval_long_side else 1.0
+        with torch.inference_mode():
+            probs = restricted_segmentation(self.model, image_tensor(image, self.ctx.device), self.voc.labels[index],
+                                            [scale * shrink for scale in s.mine_scales], s.mine_flip)
+        if s.mine_crf:
+            refined = crf_refiner(self.ctx.config.crf, image)(probs)
+            save_palette_png(self.out / "crf" / f"{image_id}.png", refined.argmax(axis=0).astype(np.uint8))
+        # written last: its presence marks the image finished
+        save_palette_png(self.out / "seg" / f"{image_id}.png", probs.argmax(axis=0).astype(np.uint8))
+
+
+def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Optional[Path] = None,
+        checkpoint: Optional[Path] = None) -> Path:
+    """Mine pseudo labels of ``split`` with the stage-``stage`` SSNet; returns the output folder."""
+    check_stage(stage)
+    cfg = ctx.config
+    split = split or cfg.data.train_split
+    voc = ctx.dataset(split, root)
+    out = pseudo_dir(ctx, stage, split, root)
+    weights = ssnet_file(ctx, stage, checkpoint)
+    s = cfg.ssnet
+    settings = {"model": model_fingerprint(weights), "scales": s.mine_scales,
+                "long_side": s.eval_long_side, "flip": s.mine_flip,
+                "crf": cfg.crf.model_dump() if s.mine_crf else None, "labels": cfg.data.labels}
+    # seg/<id>.png, written last, marks a finished image
+    run_per_image(ctx, "make-ssnet-pseudo", voc, out, settings, lambda image_id: out / "seg" / f"{image_id}.png",
+                  SsnetMiner, (ctx, stage, split, root, checkpoint), s.workers, f"make-ssnet-pseudo stage {stage} {split}")
+    return out

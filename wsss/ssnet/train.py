@@ -1,0 +1,199 @@
+"""SSNet training, stage 1 or 2 (Zeng et al., ICCV 2019, Sec. 3.3).
+
+Every batch holds B augmented crops of the segmentation set (only their image-level labels,
+and in stage 2 their mined pseudo labels, are used) and B crops of the saliency set (only
+their masks are used); one forward pass runs both halves.
+
+    stage 1:  L = w_cls Lc + w_sal Ls1
+    stage 2:  L = w_cls Lc + w_sal Ls1 + w_seg Ls2   (pseudo labels from `wsss make-ssnet-pseudo --stage 1`)
+
+Outputs: ``ssnet1/`` and ``ssnet2/`` (``model.pt``, ``checkpoint.pt``, ``train_log.jsonl`` with
+the loss terms per step) and ``ssnet/saliency_split.json`` (the saliency ids trained on and
+held out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import distributed
+from ..config import SsnetStageConfig
+from ..data.crops import AugmentedCrops, LabelMapFolder
+from ..data.demo import demo_saliency_complete, generate_demo_saliency
+from ..data.saliency import MixedCrops, SaliencyDataset, saliency_ids, split_holdout
+from ..data.transforms import JointAugment
+from ..engine import TrainJob, config_fingerprint, finished_model, load_model_weights, model_fingerprint, seed_everything, train
+from ..errors import WsssError
+from ..io import save_json
+from ..models import build_model, load_model
+from ..models.ssnet import SSNet
+from ..run.context import RunContext, required_model
+from .losses import classification_loss, pseudo_label_loss, saliency_loss
+
+log = logging.getLogger("wsss")
+
+KIND = "ssnet"
+
+
+def check_stage(stage: int) -> int:
+    if stage not in (1, 2):
+        raise WsssError(f"--stage must be 1 or 2, not {stage}")
+    return stage
+
+
+def stage_config(ctx: RunContext, stage: int) -> SsnetStageConfig:
+    return ctx.config.ssnet.stage1 if check_stage(stage) == 1 else ctx.config.ssnet.stage2
+
+
+def model_path(ctx: RunContext, stage: int) -> Path:
+    return ctx.layout.ssnet_model(check_stage(stage))
+
+
+def pseudo_dir(ctx: RunContext, stage: int, split: str, root: Optional[Path] = None) -> Path:
+    """Pseudo labels mined with the stage-``stage`` model: ``ssnet_pseudo/stage<k>/<split>/``."""
+    return ctx.layout.ssnet_pseudo(check_stage(stage), ctx.output_name(split, root))
+
+
+def final_pseudo_dir(ctx: RunContext, stage: int, split: str, root: Optional[Path] = None) -> Path:
+    """The labels stage 2 trains on: after the CRF when ``ssnet.mine_crf``, else before it."""
+    return ctx.layout.ssnet_pseudo_labels(check_stage(stage), ctx.output_name(split, root), ctx.config.ssnet.mine_crf)
+
+
+def saliency_root(ctx: RunContext) -> Path:
+    """The saliency dataset root; generates the demo saliency set there first when asked to."""
+    sal = ctx.config.ssnet.saliency
+    if sal.demo is not None and not demo_saliency_complete(sal.root):
+        log.info("generating the demo saliency dataset in %s", sal.root)
+        generate_demo_saliency(sal.root, sal.demo.num_images, sal.demo.image_size, sal.demo.seed)
+    return Path(sal.root)
+
+
+def saliency_split(ctx: RunContext) -> tuple[list[str], list[str]]:
+    """(ids trained on, ids held out for scoring); recorded in ``ssnet/saliency_split.json``."""
+    sal = ctx.config.ssnet.saliency
+    train_ids, held_out = split_holdout(saliency_ids(saliency_root(ctx)), sal.holdout_every)
+    if not train_ids:
+        raise WsssError(f"{sal.root}: every saliency image is held out; raise ssnet.saliency.holdout_every")
+    if distributed.is_main():
+        save_json(ctx.layout.saliency_split,
+                  {"root": str(sal.root), "holdout_every": sal.holdout_every, "train": train_ids, "held_out": held_out})
+    return train_ids, held_out
+
+
+def load_ssnet(path: Path, device: torch.device | str = "cpu") -> SSNet:
+    """An SSNet ``model.pt``, built from its own metadata, in eval mode on ``device``."""
+    return load_model(path, device, KIND).model
+
+
+class SsnetLoss:
+    """loss_fn of the training job: one forward pass over [segmentation crops; saliency crops]."""
+
+    def __init__(self, cls_weight: float, sal_weight: float, seg_weight: float, negative: str, with_pseudo: bool):
+        self.cls_weight, self.sal_weight, self.seg_weight = cls_weight, sal_weight, seg_weight
+        self.negative, self.with_pseudo = negative, with_pseudo
+
+    def __call__(self, model: SSNet, batch: dict):
+        seg_images, sal_images = batch["image"], batch["sal_image"]
+        count = seg_images.shape[0]
+        logits, v_logits = model(torch.cat([seg_images, sal_images]))
+        # Lc pools the logits spatially: at the network's stride, the mean equals that of the
+        # bilinearly upsampled map up to border effects, at a fraction of the cost.
+        loss_cls = classification_loss(logits[:count], batch["label"])
+        size = batch["sal_target"].shape[-2:]
+        sal_logits = F.interpolate(logits[count:], size=size, mode="bilinear", align_corners=False)
+        loss_sal = saliency_loss(sal_logits, v_logits[count:], batch["sal_target"], self.negative)
+        loss = self.cls_weight * loss_cls + self.sal_weight * loss_sal
+        stats = {"loss_cls": float(loss_cls.detach()), "loss_sal": float(loss_sal.detach())}
+        if self.with_pseudo:
+            seg_logits = F.interpolate(logits[:count], size=batch["target"].shape[-2:], mode="bilinear",
+                                       align_corners=False)
+            loss_seg = pseudo_label_loss(seg_logits, batch["target"])
+            loss = loss + self.seg_weight * loss_seg
+            stats["loss_seg"] = float(loss_seg.detach())
+        return loss, stats
+
+
+def lr_schedule(stage_cfg: SsnetStageConfig):
+    """None (the engine's poly decay) or the reference code's step decay: gamma^(step // step_every)."""
+    if stage_cfg.lr_decay == "poly":
+        return None
+    every, gamma = stage_cfg.step_every, stage_cfg.step_gamma
+    return lambda step, total: gamma ** (step // every)
+
+
+def stage_fingerprint(ctx: RunContext, stage: int, class_names: list[str], extra: dict) -> str:
+    cfg = ctx.config
+    s = cfg.ssnet
+    return config_fingerprint({
+        "stage": stage, "train": stage_config(ctx, stage).model_dump(mode="json"),
+        "weights": [s.cls_weight, s.sal_weight, s.seg_weight if stage == 2 else 0], "negative": s.saliency_negative,
+        "saliency": {"root": str(s.saliency.root), "holdout_every": s.saliency.holdout_every},
+        "backbone": cfg.backbone.model_dump(mode="json"), "classes": class_names,
+        "split": cfg.data.train_split, "seed": cfg.seed, **extra,
+    })
+
+
+def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Path:
+    """Train (or resume, or skip when finished) SSNet stage 1 or 2; returns model.pt's path."""
+    cfg = ctx.config
+    stage_cfg = stage_config(ctx, stage)
+    split = cfg.data.train_split
+    voc = ctx.dataset(split)
+    if not np.any(voc.labels):
+        raise WsssError(f"{voc.root}: no image of split {split!r} has a label; SSNet's Lc cannot learn from that")
+    if distributed.is_main():  # under torchrun the demo saliency set is generated once, by rank 0
+        saliency_root(ctx)
+    distributed.barrier()
+    train_ids, _ = saliency_split(ctx)
+    saliency = SaliencyDataset(saliency_root(ctx), train_ids)
+
+    extra: dict = {}
+    target = None
+    init: Optional[Path] = None
+    if stage == 2:
+        folder = final_pseudo_dir(ctx, 1, split)
+        missing = [i for i in voc.ids if not (folder / f"{i}.png").exists()]
+        if missing:
+            raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run "
+                            f"`wsss make-ssnet-pseudo --stage 1 --split {split}` first")
+        target = LabelMapFolder(folder, voc.ids)
+        stage1 = required_model(None, model_path(ctx, 1), "SSNet stage-1 model", "train-ssnet --stage 1")
+        settings = folder.parent / "settings.json"
+        extra["pseudo_labels"] = json.loads(settings.read_text()) if settings.exists() else str(folder)
+        if stage_cfg.init_from_stage1:
+            init = stage1
+            extra["init"] = model_fingerprint(stage1)
+    fingerprint = stage_fingerprint(ctx, stage, voc.class_names, extra)
+    final = model_path(ctx, stage)
+    if finished_model(final, fingerprint):
+        log.info("train-ssnet: %s is complete, skipping", final)
+        return final
+
+    seed_everything(cfg.seed)
+    model = build_model(KIND, cfg.backbone.name, stage_cfg.output_stride, voc.num_classes, stage_cfg.head,
+                        stage_cfg.rates, pretrained=cfg.backbone.pretrained and init is None,
+                        backbone_checkpoint=None if init is not None else cfg.backbone.checkpoint)
+    if init is not None:
+        load_model_weights(model, init, KIND, stage_cfg.output_stride)
+        log.info("train-ssnet: stage 2 starts from %s", init)
+    augment = JointAugment.from_config(stage_cfg)
+    seg_crops = AugmentedCrops(voc, augment, cfg.seed, target=target, image_labels=True)
+    s = cfg.ssnet
+    job = TrainJob(
+        kind=KIND, model=model, param_groups=model.param_groups(),
+        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed),
+        loss_fn=SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2),
+        optim=stage_cfg, out_dir=ctx.layout.ssnet_dir(stage), device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
+        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        optimizer=stage_cfg.optimizer, adam_betas=tuple(stage_cfg.adam_betas), lr_schedule=lr_schedule(stage_cfg),
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": stage_cfg.output_stride,
+              "head": stage_cfg.head, "rates": list(stage_cfg.rates), "stage": stage},
+    )
+    return train(job)
