@@ -1,14 +1,24 @@
 """Tests of IRN's core (Ahn, Cho & Kwak, CVPR 2019): relation labels, the boundary path maximum,
 the boundary loss, IRNet, and the random walk on given per-pair affinities (wsss.affinity)."""
 
+import numpy as np
 import pytest
 import torch
 
 from wsss.affinity import (
+    IGNORE_LABEL,
     affinity_from_features,
     pair_offsets,
     random_walk,
     random_walk_dense,
+)
+from wsss.irn import (
+    boundary_loss,
+    confident_seeds,
+    path_max_affinity,
+    path_pixels,
+    relation_labels,
+    relation_offsets,
 )
 
 
@@ -94,3 +104,184 @@ def test_walk_with_affinities_validates_inputs():
         broken[0, 0, 0] = bad
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
             random_walk(cam, affinity=broken, radius=3)
+
+
+# --------------------------------------------------------------------------- relation labels
+
+
+def test_relation_labels_on_a_tiny_seed_map():
+    u = IGNORE_LABEL
+    seeds = torch.tensor([[0, 0, u, 1],
+                          [0, 0, 1, 1]])
+    offsets = relation_offsets(2)
+    assert offsets.tolist() == [[0, 1], [1, -1], [1, 0], [1, 1]]
+    bg_pos, fg_pos, neg = relation_labels(seeds, radius=2)
+    assert bg_pos.shape == fg_pos.shape == neg.shape == (4, 2, 4)
+    # offset (0, 1): row 0: bg-bg, bg-unknown, unknown-fg; row 1: bg-bg, bg-fg, fg-fg; last column leaves.
+    assert bg_pos[0].tolist() == [[True, False, False, False], [True, False, False, False]]
+    assert neg[0].tolist() == [[False, False, False, False], [False, True, False, False]]
+    assert fg_pos[0].tolist() == [[False, False, False, False], [False, False, True, False]]
+    # offset (1, 1): (0,0)-(1,1) bg-bg, (0,1)-(1,2) bg-fg, (0,2)-(1,3) unknown.
+    assert bg_pos[3, 0].tolist() == [True, False, False, False]
+    assert neg[3, 0].tolist() == [False, True, False, False]
+    assert (int(bg_pos.sum()), int(fg_pos.sum()), int(neg.sum())) == (6, 3, 2)
+    assert not (bg_pos & fg_pos).any() and not (bg_pos & neg).any() and not (fg_pos & neg).any()
+    # batched: the same per image
+    batched = relation_labels(torch.stack([seeds, seeds.flip(-1)]), radius=2)
+    assert all(torch.equal(b[0], m) for b, m in zip(batched, (bg_pos, fg_pos, neg)))
+
+
+def test_relation_offsets_are_irns_search_directions():
+    offsets = relation_offsets()  # IRN's radius 10
+    assert offsets.shape == (152, 2)
+    expected = {(0, x) for x in range(1, 10)} | {
+        (y, x) for y in range(1, 10) for x in range(-9, 10) if x * x + y * y < 100
+    }
+    assert {tuple(o) for o in offsets.tolist()} == expected
+
+
+def _cams_away_from(thresholds, shape, seed):
+    """Random CAMs in [0, 1] with no value within 0.01 of a threshold (float rounding)."""
+    generator = np.random.default_rng(seed)
+    cams = generator.random(shape).astype(np.float32) ** 2
+    for t in thresholds:
+        near = np.abs(cams - t) < 0.01
+        cams[near] = t + 0.02
+    return cams
+
+
+def test_confident_seeds_follow_irns_threshold_rule():
+    cams = _cams_away_from((0.30, 0.05), (2, 12, 13), seed=0)
+    keys = np.array([3, 7])
+    seeds = confident_seeds(cams, keys)  # IRN's 0.30 / 0.05, no CRF
+    peak, arg = cams.max(axis=0), cams.argmax(axis=0)
+    expected = np.full(peak.shape, 255, dtype=np.uint8)
+    expected[peak > 0.30] = keys[arg[peak > 0.30]] + 1
+    expected[peak < 0.05] = 0
+    assert seeds.dtype == np.uint8
+    np.testing.assert_array_equal(seeds, expected)
+    assert {0, 4, 8, 255} <= set(np.unique(seeds).tolist())
+    # other thresholds, e.g. data-derived ones
+    cams = _cams_away_from((0.5, 0.2), (2, 12, 13), seed=1)
+    seeds = confident_seeds(cams, keys, fg_threshold=0.5, bg_threshold=0.2)
+    peak = cams.max(axis=0)
+    assert (seeds[peak > 0.5] != 255).all() and (seeds[peak > 0.5] != 0).all()
+    assert (seeds[peak < 0.2] == 0).all() and (seeds[(peak > 0.2) & (peak < 0.5)] == 255).all()
+
+
+def test_confident_seeds_refine_both_maps_and_check_thresholds():
+    calls = []
+
+    def refine(probs):
+        calls.append(probs.shape)
+        return probs
+
+    cams = _cams_away_from((0.30, 0.05), (1, 6, 7), seed=2)
+    plain = confident_seeds(cams, np.array([0]))
+    np.testing.assert_array_equal(confident_seeds(cams, np.array([0]), refine=refine), plain)
+    assert calls == [(2, 6, 7), (2, 6, 7)]  # the foreground map and the background map
+    for fg, bg in ((0.3, 0.4), (0.3, 0.0), (1.0, 0.05)):
+        with pytest.raises(ValueError, match="thresholds"):
+            confident_seeds(cams, np.array([0]), fg_threshold=fg, bg_threshold=bg)
+
+
+# --------------------------------------------------------------------------- path maximum
+
+
+def test_path_pixels_hand_made():
+    assert path_pixels((0, 3)) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert path_pixels((1, 1)) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # a diagonal step: both side pixels
+    assert path_pixels((2, 4)) == [
+        (0, 0), (0, 1), (0, 2),
+        (1, 0), (1, 1), (1, 2), (1, 3), (1, 4),
+        (2, 2), (2, 3), (2, 4),
+    ]
+    assert path_pixels((0, 0)) == [(0, 0)]
+    # The path from j back to i is the same pixels.
+    for dy, dx in pair_offsets(6).tolist():
+        there = {(y - dy, x - dx) for y, x in path_pixels((dy, dx))}
+        assert there == set(path_pixels((-dy, -dx)))
+
+
+def test_path_max_a_vertical_wall_cuts_every_pair_across_it():
+    h, w, wall = 6, 9, 4
+    boundary = torch.zeros(1, 1, h, w)
+    boundary[..., wall] = 1.0
+    offsets = pair_offsets(4)  # both halves: leftward and rightward pairs
+    affinity, valid = path_max_affinity(boundary, offsets)
+    assert affinity.shape == (1, len(offsets), h, w) and valid.shape == (len(offsets), h, w)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        for y in range(h):
+            for x in range(w):
+                if not valid[k, y, x]:
+                    assert affinity[0, k, y, x] == 0
+                    continue
+                touches = min(x, x + dx) <= wall <= max(x, x + dx)
+                assert affinity[0, k, y, x] == (0.0 if touches else 1.0), (dy, dx, y, x)
+
+
+def test_path_max_equals_a_pixel_by_pixel_maximum():
+    generator = torch.Generator().manual_seed(3)
+    boundary = torch.rand(2, 1, 7, 9, generator=generator, dtype=torch.float64)
+    offsets = pair_offsets(4)
+    affinity, valid = path_max_affinity(boundary, offsets)
+    for k, (dy, dx) in enumerate(offsets.tolist()):
+        for y in range(7):
+            for x in range(9):
+                if valid[k, y, x]:
+                    for b in range(2):
+                        peak = max(float(boundary[b, 0, y + py, x + px]) for py, px in path_pixels((dy, dx)))
+                        assert float(affinity[b, k, y, x]) == 1 - peak
+    single, single_valid = path_max_affinity(boundary[1], offsets)  # (1, h, w) -> (K, h, w)
+    assert torch.equal(single, affinity[1]) and torch.equal(single_valid, valid)
+
+
+def test_path_max_gradient_reaches_the_maximum_of_each_path():
+    boundary = torch.tensor([[[0.1, 0.5, 0.2, 0.3]]], requires_grad=True)
+    affinity, valid = path_max_affinity(boundary, torch.tensor([[0, 1]]))
+    torch.testing.assert_close(affinity, torch.tensor([[[0.5, 0.5, 0.7, 0.0]]]))
+    assert valid.tolist() == [[[True, True, True, False]]]
+    affinity.sum().backward()
+    # pairs (0,1) and (1,2) peak at pixel 1, pair (2,3) at pixel 3; the pair leaving the image none
+    assert boundary.grad.tolist() == [[[0.0, -2.0, 0.0, -1.0]]]
+
+
+def test_path_max_validates_inputs():
+    with pytest.raises(ValueError, match=r"\(B, 1, h, w\)"):
+        path_max_affinity(torch.zeros(2, 3, 4), pair_offsets(2))
+    with pytest.raises(ValueError, match="floating"):
+        path_max_affinity(torch.zeros(1, 3, 4, dtype=torch.long), pair_offsets(2))
+    empty, valid = path_max_affinity(torch.zeros(1, 3, 4), pair_offsets(1))
+    assert empty.shape == (0, 3, 4) and valid.shape == (0, 3, 4)
+
+
+# --------------------------------------------------------------------------- boundary loss
+
+
+def _two_regions(h=64, w=64):
+    """A (1, 3, h, w) image, red left half and blue right half (noisy), and its (1, h/4, w/4)
+    seeds: background left, class 1 right, the two grid columns at the border unknown."""
+    image = torch.empty(1, 3, h, w)
+    image[..., : w // 2] = torch.tensor([200.0, 60.0, 40.0]).view(3, 1, 1)
+    image[..., w // 2 :] = torch.tensor([40.0, 90.0, 210.0]).view(3, 1, 1)
+    image += 10 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    seeds = torch.full((1, h // 4, w // 4), IGNORE_LABEL, dtype=torch.long)
+    seeds[..., : w // 8 - 1] = 0
+    seeds[..., w // 8 + 1 :] = 1
+    return image, seeds
+
+
+def test_boundary_loss_hand_made_values():
+    _, seeds = _two_regions()
+    offsets = relation_offsets()
+    bg_pos, fg_pos, neg = relation_labels(seeds)
+    assert bg_pos.any() and fg_pos.any() and neg.any()
+    # B = 1/2 everywhere: every a_ij = 1/2, each term is log 2, and the weights 1/4 + 1/4 + 1/2 sum to 1.
+    loss, stats = boundary_loss(torch.full((1, 1, 16, 16), 0.5), offsets, bg_pos, fg_pos, neg)
+    torch.testing.assert_close(loss, torch.tensor(0.6931), atol=1e-4, rtol=0)
+    assert stats["neg_count"] == int(neg.sum())
+    # A boundary exactly on the unknown border columns: every labelled pair is right.
+    perfect = torch.zeros(1, 1, 16, 16)
+    perfect[..., 7:9] = 1.0
+    loss, _ = boundary_loss(perfect, offsets, bg_pos, fg_pos, neg)
+    assert float(loss) < 1e-4
