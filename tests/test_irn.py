@@ -12,6 +12,7 @@ from wsss.affinity import (
     random_walk,
     random_walk_dense,
 )
+from wsss.engine import load_model_weights, save_checkpoint
 from wsss.irn import (
     boundary_loss,
     confident_seeds,
@@ -20,6 +21,8 @@ from wsss.irn import (
     relation_labels,
     relation_offsets,
 )
+from wsss.models.backbone import build_backbone
+from wsss.models.irn import IRNet
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -285,3 +288,72 @@ def test_boundary_loss_hand_made_values():
     perfect[..., 7:9] = 1.0
     loss, _ = boundary_loss(perfect, offsets, bg_pos, fg_pos, neg)
     assert float(loss) < 1e-4
+
+
+# --------------------------------------------------------------------------- IRNet
+
+
+@pytest.fixture
+def irnet():
+    torch.manual_seed(0)
+    return IRNet(build_backbone("efficientnet_lite0", 16, pretrained=False))
+
+
+def test_irnet_shapes_and_frozen_backbone(irnet):
+    assert irnet.stride == 4
+    assert not any(p.requires_grad for p in irnet.backbone.parameters())
+    groups = irnet.param_groups()
+    assert groups["pretrained"] == [] and groups["new"] and all(p.requires_grad for p in groups["new"])
+    assert {id(p) for p in groups["new"]} == {id(p) for p in irnet.parameters() if p.requires_grad}
+    irnet.train()
+    assert irnet.training and not irnet.backbone.training
+    assert not any(m.training for m in irnet.backbone.modules())
+    images = 255 * torch.rand(2, 3, 64, 80)
+    boundary = irnet(images)
+    assert boundary.shape == (2, 1, 16, 20)
+    assert boundary.min() >= 0 and boundary.max() <= 1
+    boundary.mean().backward()
+    assert all(p.grad is None for p in irnet.backbone.parameters())
+    assert all(p.grad is not None for p in groups["new"])
+    running = [b.clone() for b in irnet.backbone.buffers()]
+    irnet(images)  # training mode: the backbone's BatchNorm statistics must not move
+    assert all(torch.equal(a, b) for a, b in zip(running, irnet.backbone.buffers()))
+    irnet.eval()
+    with torch.no_grad():
+        flipped = irnet.boundary_with_flip(images)
+        assert flipped.shape == (2, 1, 16, 20)
+        # symmetric by construction: the flip of a flipped image gives the flipped map
+        torch.testing.assert_close(irnet.boundary_with_flip(images.flip(-1)), flipped.flip(-1))
+
+
+def test_irnet_saves_and_loads_through_the_engine(irnet, tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"kind": "irn", "model": irnet.state_dict(), "meta": {"output_stride": 16}})
+    torch.manual_seed(1)
+    other = IRNet(build_backbone("efficientnet_lite0", 16, pretrained=False))
+    meta = load_model_weights(other, path, "irn", 16)
+    assert meta == {"output_stride": 16}
+    images = 255 * torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(other.eval()(images), irnet.eval()(images))
+
+
+def test_irnet_boundary_loss_decreases_on_a_two_region_image(irnet):
+    image, seeds = _two_regions()
+    offsets = relation_offsets()  # IRN's radius 10
+    bg_pos, fg_pos, neg = relation_labels(seeds)
+    optimizer = torch.optim.Adam(irnet.param_groups()["new"], lr=1e-2)
+    irnet.train()
+    losses = []
+    for _ in range(20):
+        loss, _ = boundary_loss(irnet(image), offsets, bg_pos, fg_pos, neg)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.75 * losses[0], losses
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    with torch.no_grad():
+        columns = irnet.eval()(image)[0, 0].mean(dim=0)  # (16,) mean boundary per grid column
+    # the boundary is learnt at the border, not inside the regions
+    assert columns[6:10].max() > columns[:4].mean() + 0.1 and columns[6:10].max() > columns[12:].mean() + 0.1
