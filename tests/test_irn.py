@@ -15,14 +15,17 @@ from wsss.affinity import (
 from wsss.engine import load_model_weights, save_checkpoint
 from wsss.irn import (
     boundary_loss,
+    boundary_walk,
     confident_seeds,
     path_max_affinity,
     path_pixels,
     relation_labels,
     relation_offsets,
+    walk_scores,
 )
 from wsss.models.backbone import build_backbone
 from wsss.models.irn import IRNet
+from wsss.seeds import scores_to_labels
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -357,3 +360,47 @@ def test_irnet_boundary_loss_decreases_on_a_two_region_image(irnet):
         columns = irnet.eval()(image)[0, 0].mean(dim=0)  # (16,) mean boundary per grid column
     # the boundary is learnt at the border, not inside the regions
     assert columns[6:10].max() > columns[:4].mean() + 0.1 and columns[6:10].max() > columns[12:].mean() + 0.1
+
+
+# --------------------------------------------------------------------------- IRN's walk
+
+
+def test_boundary_walk_is_the_dense_formula_on_cam_times_one_minus_b():
+    generator = torch.Generator().manual_seed(4)
+    cam = torch.rand(2, 8, 9, generator=generator, dtype=torch.float64)
+    boundary = torch.rand(8, 9, generator=generator, dtype=torch.float64) ** 3
+    affinity, _ = path_max_affinity(boundary[None], pair_offsets(5, half=True))
+    expected = random_walk_dense(cam * (1 - boundary), affinity=affinity, radius=5, beta=10.0, steps=256)
+    torch.testing.assert_close(boundary_walk(cam, boundary), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(boundary_walk(cam, boundary[None], steps=3),
+                               random_walk_dense(cam * (1 - boundary), affinity=affinity, radius=5, beta=10.0, steps=3),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_boundary_walk_does_not_cross_a_wall():
+    cam = torch.zeros(1, 10, 12)
+    cam[0, 3:6, 1:3] = 1.0  # a seed left of the wall
+    boundary = torch.zeros(10, 12)
+    boundary[:, 6] = 1.0
+    walked = boundary_walk(cam, boundary)
+    assert torch.all(walked[..., 6:] == 0)  # nothing reaches the wall or beyond
+    assert torch.all(walked[..., :6] > 0)  # the whole left side gets some score
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        boundary_walk(cam, boundary * 2)
+    with pytest.raises(ValueError, match="grid"):
+        boundary_walk(cam, boundary[:, :5])
+
+
+def test_walk_scores_normalise_and_put_a_constant_background_first():
+    walked = torch.zeros(2, 2, 3)
+    walked[0, 0] = torch.tensor([4.0, 2.0, 0.5])
+    walked[1, 1] = torch.tensor([0.0, 1.0, 3.0])
+    scores = walk_scores(walked)  # IRN's 0.25
+    assert scores.shape == (3, 2, 3)
+    assert torch.all(scores[0] == 0.25)
+    torch.testing.assert_close(scores[1:], walked / 4.0)
+    labels = scores_to_labels(scores.numpy(), np.array([3, 7]))  # the existing arg-max with keys
+    assert labels.tolist() == [[4, 4, 0], [0, 0, 8]]
+    assert walk_scores(walked, size=(4, 6)).shape == (3, 4, 6)
+    assert torch.all(walk_scores(torch.zeros(1, 2, 3))[1:] == 0)
+    assert walk_scores(torch.zeros(0, 2, 3), size=(4, 5)).shape == (1, 4, 5)
