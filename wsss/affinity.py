@@ -16,6 +16,9 @@ github.com/jiwoon-ahn/psa. The paper's formulas, cited below by these tags:
                 to beta, and D the diagonal of its row sums.
 * [walk]        (Sec. 3.3) vec(M*_c) = T^t vec(M_c) for every class map M_c, t steps.
 
+The walk also takes the affinities a_ij themselves, one value per pixel and half offset, in
+place of features: IRN (``wsss.irn``) builds the same T from its class-boundary affinities.
+
 Shapes: ``h, w`` a feature-map grid, ``N = h * w`` pixels, ``D`` feature channels, ``C`` class
 channels, ``K`` pair offsets, ``B`` a batch. A pixel is indexed in row-major order p = y * w + x;
 the pair (p, o) joins pixel p to its neighbour p + o for an offset o = (dy, dx).
@@ -278,12 +281,20 @@ def affinity_loss(
 
 
 def random_walk(
-    cam: Tensor, features: Tensor, *, radius: int = 5, beta: float = 8.0, steps: int = 256
+    cam: Tensor,
+    features: Tensor | None = None,
+    *,
+    affinity: Tensor | None = None,
+    radius: int = 5,
+    beta: float = 8.0,
+    steps: int = 256,
 ) -> Tensor:
-    """PSA's random walk ([transition], [walk]): propagate class maps along AffinityNet's affinities.
+    """PSA's random walk ([transition], [walk]): propagate class maps along pixel affinities.
 
+    The affinities come from exactly one of ``features`` (AffinityNet's a_ij = exp(-mean L1),
+    [affinity]) or ``affinity`` (given per pair, e.g. IRN's class-boundary affinities).
     Computes, without ever forming an N x N matrix, exactly the dense formula of PSA's
-    infer_aff.py: with A[i, j] = a_ij^beta for pixel pairs closer than ``radius`` ([affinity], [pairs]),
+    infer_aff.py: with A[i, j] = a_ij^beta for pixel pairs closer than ``radius`` ([pairs]),
     A[i, i] = 1 and 0 elsewhere (A is symmetric),
 
         T = A / A.sum(dim=0)                 (each column sums to one)
@@ -304,6 +315,10 @@ def random_walk(
     Args:
         cam: (C, h, w) floating class scores, background channel included.
         features: (D, h, w) AffinityNet embedding on the same grid and device as ``cam``.
+        affinity: instead of ``features``: (K, h, w) affinities in [0, 1] on the grid of
+            ``cam``, K = len(pair_offsets(radius, half=True)) in that order; entry [k, y, x]
+            is a_ij for i = (y, x), j = (y + dy_k, x + dx_k) (the layout of
+            ``affinity_from_features``). Entries whose neighbour leaves the image are ignored.
         radius: pair radius gamma ([pairs]), >= 1; radius 1 means no pairs (result == cam).
         beta: exponent applied to the affinities ([transition]), finite and > 0.
         steps: number of walk steps t ([walk]), >= 0.
@@ -312,7 +327,7 @@ def random_walk(
         (C, h, w) tensor, same dtype and device as ``cam`` (float16/bfloat16 are computed in
         float32).
     """
-    _check_walk_inputs(cam, features, radius, beta, steps)
+    _check_walk_inputs(cam, features, affinity, radius, beta, steps)
     radius, beta, steps = int(radius), float(beta), int(steps)
     channels, h, w = cam.shape
     dtype = cam.dtype if cam.dtype in (torch.float32, torch.float64) else torch.float32
@@ -322,29 +337,52 @@ def random_walk(
         active = maps.ne(0).any(dim=1)
         result = torch.zeros_like(maps)
         if active.any():
-            transition, conditioning = _transition_matrix(features.to(dtype), radius, beta)
+            if features is not None:
+                half_weights = _feature_half_weights(features.to(dtype), radius, beta)
+            else:
+                half_weights = _given_half_weights(affinity.to(dtype), radius, beta)
+            transition, conditioning = _transition_matrix(half_weights, radius)
             vectors = maps[active].t().contiguous()  # (N, C_active)
             result[active] = _apply_power(transition, vectors, steps, conditioning).t()
         return result.reshape(channels, h, w).to(cam.dtype)
 
 
-def _check_walk_inputs(cam: Tensor, features: Tensor, radius: int, beta: float, steps: int) -> None:
+def _check_walk_inputs(
+    cam: Tensor, features: Tensor | None, affinity: Tensor | None, radius: int, beta: float, steps: int
+) -> None:
+    if (features is None) == (affinity is None):
+        raise ValueError("give the walk exactly one of features and affinity")
+    if affinity is None:
+        name, source, form = "features", features, "(D, h, w)"
+    else:
+        name, source, form = "affinity", affinity, "(K, h, w)"
     if not isinstance(cam, Tensor) or cam.dim() != 3:
         raise ValueError(f"cam must be a (C, h, w) tensor, got {_describe(cam)}")
-    if not isinstance(features, Tensor) or features.dim() != 3:
-        raise ValueError(f"features must be a (D, h, w) tensor, got {_describe(features)}")
-    if not cam.is_floating_point() or not features.is_floating_point():
-        raise ValueError(f"cam and features must be floating tensors, got {cam.dtype} and {features.dtype}")
-    if cam.shape[-2:] != features.shape[-2:]:
+    if not isinstance(source, Tensor) or source.dim() != 3:
+        raise ValueError(f"{name} must be a {form} tensor, got {_describe(source)}")
+    if not cam.is_floating_point() or not source.is_floating_point():
+        raise ValueError(f"cam and {name} must be floating tensors, got {cam.dtype} and {source.dtype}")
+    if cam.shape[-2:] != source.shape[-2:]:
         raise ValueError(
-            f"cam grid {tuple(cam.shape[-2:])} does not match features grid "
-            f"{tuple(features.shape[-2:])}: resize the CAM to the feature map first"
+            f"cam grid {tuple(cam.shape[-2:])} does not match {name} grid "
+            f"{tuple(source.shape[-2:])}: resize the CAM to the {name} grid first"
         )
-    if cam.device != features.device:
-        raise ValueError(f"cam is on {cam.device} but features on {features.device}")
-    if min(cam.shape) == 0 or features.shape[0] == 0:
-        raise ValueError(f"empty input: cam {tuple(cam.shape)}, features {tuple(features.shape)}")
+    if cam.device != source.device:
+        raise ValueError(f"cam is on {cam.device} but {name} on {source.device}")
+    if min(cam.shape) == 0 or (features is not None and features.shape[0] == 0):
+        raise ValueError(f"empty input: cam {tuple(cam.shape)}, {name} {tuple(source.shape)}")
     _check_radius(radius)
+    if affinity is not None:
+        half = _offset_list(pair_offsets(int(radius), half=True))
+        if affinity.shape[0] != len(half):
+            raise ValueError(
+                f"affinity has {affinity.shape[0]} offsets, but radius {radius} has {len(half)} "
+                "(pair_offsets(radius, half=True))"
+            )
+        inside = _pair_valid(half, *cam.shape[-2:], affinity.device)
+        values = affinity.detach()[inside]
+        if not torch.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+            raise ValueError("affinity must lie in [0, 1] at every pair inside the image")
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
     if not _is_int(steps):
@@ -357,19 +395,37 @@ def _describe(value: object) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
-def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tensor, float]:
+def _feature_half_weights(features: Tensor, radius: int, beta: float) -> Tensor:
+    """(D, h, w) features -> (K, h, w) weights a_ij^beta = exp(-beta * mean_d |f_i - f_j|) ([affinity])
+    for the half offsets of ``radius``; entries whose neighbour leaves the image are arbitrary."""
+    depth, h, w = features.shape
+    shifts = [dy * w + dx for dy, dx in _offset_list(pair_offsets(radius, half=True))]
+    distance = _mean_abs_diffs(features.reshape(depth, h * w), shifts)
+    return torch.exp(distance.mul_(-beta)).reshape(len(shifts), h, w)
+
+
+def _given_half_weights(affinity: Tensor, radius: int, beta: float) -> Tensor:
+    """(K, h, w) given affinities -> weights a_ij^beta ([transition]), 0 where the pair leaves the image."""
+    half = _offset_list(pair_offsets(radius, half=True))
+    inside = _pair_valid(half, *affinity.shape[-2:], affinity.device)
+    return torch.where(inside, affinity, 0.0).pow_(beta)
+
+
+def _transition_matrix(half_weights: Tensor, radius: int) -> tuple[Tensor, float]:
     """P = D^-1 A ([transition]) as a sparse CSR (N, N) matrix, and a bound on its conditioning.
 
     Args:
-        features: (D, h, w) float32/float64 features.
+        half_weights: (K, h, w) float32/float64 A[p, p + o] = a^beta for the K half offsets o
+            of ``radius`` (``pair_offsets(radius, half=True)`` order); finite, >= 0; entries
+            whose neighbour leaves the image are ignored.
 
     Returns:
         ``(P, kappa)``: P[j, i] = A[i, j] / sum_i A[i, j] for the in-image pixels i within the
         radius of j and i == j; kappa = sqrt(max_j d_j / min_j d_j) with d_j that column sum,
         so that ||q(P)||_2 <= kappa * max_{x in [-1, 1]} |q(x)| for any polynomial q.
     """
-    depth, h, w = features.shape
-    n, device = h * w, features.device
+    _, h, w = half_weights.shape
+    n, device = h * w, half_weights.device
     half = _offset_list(pair_offsets(radius, half=True))
     # The full stencil in lexicographic (dy, dx) order: the mirrored half offsets, the pixel
     # itself, the half offsets. ``own`` selects the half offsets' rows.
@@ -378,15 +434,13 @@ def _transition_matrix(features: Tensor, radius: int, beta: float) -> tuple[Tens
     shifts = torch.tensor([dy * w + dx for dy, dx in stencil], device=device)
     valid = _pair_valid(stencil, h, w, device).reshape(len(stencil), n)  # (K+1, N)
 
-    # A[p, p + o]^beta = exp(-beta * mean_d |f_p - f_p+o|) ([affinity]) for the half offsets o.
-    distance = _mean_abs_diffs(features.reshape(depth, n), shifts[own].tolist())
-    half_weights = torch.exp(distance.mul_(-beta))
+    half_weights = half_weights.reshape(len(half), n)
     # A is symmetric: A[p, p - o] = A[p - o, p], the half weight of offset o read at pixel
     # p - o (one gather from a zero-padded copy). Pairs leaving the image are zeroed below.
     span = int(shifts.abs().max())
     padded = F.pad(half_weights, (span, span))
     mirrored = padded.gather(1, torch.arange(n, device=device) + (span - shifts[own]).unsqueeze(1))
-    ones = features.new_ones(1, n)  # a_ii = 1
+    ones = half_weights.new_ones(1, n)  # a_ii = 1
     weights = torch.cat([mirrored.flip(0), ones, half_weights]).mul_(valid)  # (K+1, N)
 
     degree = weights.sum(dim=0)  # d_j = sum_i A[i, j]: column sums, >= 1
@@ -469,7 +523,13 @@ def _apply_power(transition: Tensor, vectors: Tensor, steps: int, conditioning: 
 
 
 def random_walk_dense(
-    cam: Tensor, features: Tensor, *, radius: int = 5, beta: float = 8.0, steps: int = 256
+    cam: Tensor,
+    features: Tensor | None = None,
+    *,
+    affinity: Tensor | None = None,
+    radius: int = 5,
+    beta: float = 8.0,
+    steps: int = 256,
 ) -> Tensor:
     """Reference for ``random_walk``, straight from the formula, dense and in float64.
 
@@ -477,24 +537,35 @@ def random_walk_dense(
     benchmarks on small grids only. Shares no code with ``random_walk`` beyond validation.
 
     Args:
-        cam: (C, h, w); features: (D, h, w); radius, beta, steps as in ``random_walk``.
+        cam: (C, h, w); features: (D, h, w), or affinity: (K, h, w); radius, beta, steps as in
+        ``random_walk``.
 
     Returns:
         (C, h, w) float64 tensor on the input's device.
     """
-    _check_walk_inputs(cam, features, radius, beta, steps)
+    _check_walk_inputs(cam, features, affinity, radius, beta, steps)
     radius, beta, steps = int(radius), float(beta), int(steps)
     channels, h, w = cam.shape
-    depth = features.shape[0]
     n = h * w
-    flat = features.double().reshape(depth, n).t()  # (N, D)
-    distance = torch.cdist(flat, flat, p=1) / depth  # mean_d |f_i,d - f_j,d|
     ys, xs = torch.meshgrid(
         torch.arange(h, device=cam.device), torch.arange(w, device=cam.device), indexing="ij"
     )
     ys, xs = ys.reshape(-1), xs.reshape(-1)
-    near = (ys[:, None] - ys[None, :]) ** 2 + (xs[:, None] - xs[None, :]) ** 2 < radius**2
-    affinity = torch.where(near, torch.exp(-distance), 0.0)  # includes a_ii = exp(0) = 1
+    if features is not None:
+        depth = features.shape[0]
+        flat = features.double().reshape(depth, n).t()  # (N, D)
+        distance = torch.cdist(flat, flat, p=1) / depth  # mean_d |f_i,d - f_j,d|
+        near = (ys[:, None] - ys[None, :]) ** 2 + (xs[:, None] - xs[None, :]) ** 2 < radius**2
+        affinity = torch.where(near, torch.exp(-distance), 0.0)  # includes a_ii = exp(0) = 1
+    else:
+        # A[i, j] = A[j, i] = a[k, i] for each j = i + offset k inside the image, A[i, i] = 1.
+        given, affinity = affinity.double().reshape(-1, n), torch.eye(n, dtype=torch.float64, device=cam.device)
+        for k, (dy, dx) in enumerate(pair_offsets(radius, half=True).tolist()):
+            inside = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+            sources = inside.nonzero().squeeze(1)
+            targets = (ys[sources] + dy) * w + xs[sources] + dx
+            affinity[sources, targets] = given[k, sources]
+            affinity[targets, sources] = given[k, sources]
     affinity = affinity**beta
     transition = affinity / affinity.sum(dim=0, keepdim=True)
     result = cam.double().reshape(channels, n) @ torch.linalg.matrix_power(transition, steps)
@@ -517,7 +588,7 @@ def random_walk_dense_paper(
     Returns:
         (C, h, w) tensor in ``cam``'s dtype.
     """
-    _check_walk_inputs(cam, features, radius, beta, steps)
+    _check_walk_inputs(cam, features, None, radius, beta, steps)
     radius, beta, steps = int(radius), float(beta), int(steps)
     if steps < 1 or steps & (steps - 1):
         raise ValueError(f"steps must be a power of two for the paper's repeated squaring, got {steps}")

@@ -1,6 +1,5 @@
 """AffinityNet / PSA (Ahn & Kwak, CVPR 2018): CAMs -> confident seeds -> AffinityNet -> random walk.
 
-    seeds.py            background score (1 - max CAM)^alpha and confident seeds (pure functions)
     make_aff_labels.py  `wsss make-aff-labels`: seeds (+ dense CRF) of the train split
     train_aff.py        `wsss train-aff`: AffinityNet on the seeds' pixel pairs
     make_pseudo.py      `wsss make-pseudo`: random walk (+ dense CRF) pseudo labels
@@ -8,5 +7,6 @@
     tune.py             `wsss tune`: the walk's hyperparameters on a labelled subset
     pipeline.py         `wsss run` with ``pipeline: affinity``
 
-The pixel-pair machinery and the random walk are in :mod:`wsss.affinity` (shared with IRN).
+Its algorithm is shared with IRN: the seeds in :mod:`wsss.cam.seeds`, the pixel pairs, the
+affinity loss and the random walk in :mod:`wsss.affinity`.
 """

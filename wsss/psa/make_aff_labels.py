@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
+from ..cam.seeds import alpha_for_threshold, seed_labels
 from ..crf import crf_refiner
 from ..errors import WsssError
 from ..io import save_palette_png
 from ..run.context import RunContext
 from ..run.per_image import run_per_image
-from .seeds import alpha_for_threshold, seed_labels
 
 log = logging.getLogger("wsss")
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..affinity import random_walk
 from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
+from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..crf import crf_refiner
 from ..engine import model_fingerprint
 from ..inference import image_tensor
@@ -31,7 +32,6 @@ from ..models import load_model
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from .make_aff_labels import best_cam_threshold
-from .seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 
 log = logging.getLogger("wsss")
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..cam.algorithm import cam_to_label
 from ..cam.make import cam_dir, load_cam
+from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..distributed import on_main_process
 from ..inference import image_tensor
 from ..io import save_json
@@ -26,7 +27,6 @@ from ..metrics import confusion_matrix, mean_iou
 from ..run.context import RunContext
 from .make_aff_labels import best_cam_threshold
 from .make_pseudo import load_affinity_model, walk_scores
-from .seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 
 log = logging.getLogger("wsss")
 
