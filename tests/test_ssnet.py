@@ -12,7 +12,6 @@ from PIL import Image
 
 from wsss.cli import main
 from wsss.data.saliency import saliency_partner, split_holdout
-from wsss.metrics import SaliencyScores, f_measure, precision_recall_curve, saliency_mae
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
 from wsss.ssnet import (classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss,
@@ -91,34 +90,6 @@ def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():
         logits, v = net(torch.rand(2, 3, 64, 96) * 255)
         _, v_big = net(torch.rand(1, 3, 128, 80) * 255)
     assert logits.shape == (2, 6, 4, 6) and v.shape == (2, 5) and v_big.shape == (1, 5)
-
-
-def test_saliency_metrics_on_known_masks():
-    mask = np.zeros((4, 4), dtype=np.uint8)
-    mask[:2, :2] = 255  # 4 of 16 pixels salient
-    perfect = SaliencyScores()
-    perfect.add(mask / 255.0, mask)
-    assert perfect.result() == {"mae": 0.0, "max_f": 1.0, "best_threshold": 1, "num_images": 1}
-
-    flat = np.full((4, 4), 0.5)
-    assert saliency_mae(flat, mask) == 0.5
-    precision, recall = precision_recall_curve(flat, mask)
-    # level round(127.5) = 128: thresholds 0..128 call every pixel salient, 129..255 none
-    assert precision[128] == 0.25 and recall[128] == 1.0 and precision[129] == 0.0 and recall[129] == 0.0
-    scores = SaliencyScores()
-    scores.add(flat, mask)
-    assert scores.result()["max_f"] == pytest.approx(1.3 * 0.25 / (0.3 * 0.25 + 1), abs=1e-4)
-
-    # two images: precision and recall are averaged over images before the F-measure
-    half = mask / 255.0 * 0.6  # salient pixels at 0.6 (level 153), the rest 0
-    miss = np.zeros((4, 4))
-    scores = SaliencyScores()
-    scores.add(half, mask)
-    scores.add(miss, mask)
-    result = scores.result()
-    assert result["mae"] == pytest.approx((4 * 0.4 / 16 + 4 / 16) / 2, abs=1e-4)
-    assert result["max_f"] == pytest.approx(float(f_measure(np.array(0.5), np.array(0.5))), abs=1e-4)
-    assert result["max_f"] == pytest.approx(0.5, abs=1e-4)
 
 
 def test_saliency_split_and_pairing_are_deterministic_and_even():

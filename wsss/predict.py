@@ -31,6 +31,7 @@ from .crf import dense_crf
 from .engine import load_weights, read_wsss_file, resolve_device
 from .errors import WsssError
 from .io import load_rgb, overlay, remove_stale_temps, save_image, save_json, save_palette_png
+from .metrics import saliency_levels
 from .parallel import map_images
 from .steps.common import image_tensor
 
@@ -193,8 +194,7 @@ class _PredictJob:
         mask = self.predictor.predict(rgb)
         save_image(self.output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
         if self.predictor.has_saliency:
-            saliency = np.round(self.predictor.saliency(rgb) * 255).astype(np.uint8)
-            save_image(self.output / f"{path.stem}_saliency.png", saliency)
+            save_image(self.output / f"{path.stem}_saliency.png", saliency_levels(self.predictor.saliency(rgb)))
         save_palette_png(self.output / f"{path.stem}.png", mask)  # written last: marks the image done
         return index, None
 
