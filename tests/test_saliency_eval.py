@@ -1,9 +1,16 @@
 """Saliency scores as the field reports them (max F, MAE, S-measure, mean E-measure, by
-pysodmetrics) on maps whose scores are known."""
+pysodmetrics) and `wsss eval-saliency` on small generated folders."""
+
+import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
+import yaml
+from PIL import Image
 
+from wsss.cli import main
 from wsss.metrics import SaliencyScores, saliency_levels
 
 
@@ -82,3 +89,140 @@ def test_a_map_scores_as_its_saved_png_and_is_normalised_per_image():
     assert scores_of((saliency_levels(saliency) // 2 * 2, mask))["max_f"] == pytest.approx(as_float["max_f"], abs=0.01)
     with pytest.raises(ValueError, match="differ in shape"):
         SaliencyScores().add(saliency, mask[:16])
+
+
+# --------------------------------------------------------------------------------------
+# wsss eval-saliency
+# --------------------------------------------------------------------------------------
+
+CLASSES = ["background", "disc", "box"]
+SIZES = [(48, 64), (64, 40), (56, 56)]  # (H, W): not square, not the network's size
+
+
+def write_saliency_set(root, sizes=SIZES, seed=0):
+    """images/<id>.jpg + masks/<id>.png (0/255): a bright rectangle on a dark noisy background."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for n, (h, w) in enumerate(sizes):
+        mask = np.zeros((h, w), dtype=np.uint8)
+        mask[h // 4: 3 * h // 4, w // 5: 3 * w // 5] = 255
+        image = (rng.integers(0, 60, (h, w, 3)) + (mask[..., None] > 0) * 180).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"im{n}.jpg")
+        Image.fromarray(mask).save(root / "masks" / f"im{n}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ssnet_checkpoint(tmp_path_factory):
+    """An untrained SSNet (random weights: its maps are arbitrary but fixed) as a run's final
+    model, ``<run>/ssnet2/model.pt``, beside the run's config.yaml (network input <= 32 px)."""
+    from wsss.steps.train_ssnet import build_ssnet
+
+    run_dir = tmp_path_factory.mktemp("sal_run") / "run"
+    (run_dir / "ssnet2").mkdir(parents=True)
+    torch.manual_seed(0)
+    model = build_ssnet("efficientnet_lite0", 16, len(CLASSES), "aspp", [2, 4], pretrained=False)
+    path = run_dir / "ssnet2" / "model.pt"
+    torch.save({"kind": "ssnet", "fingerprint": "test", "model": model.state_dict(),
+                "meta": {"class_names": CLASSES, "backbone": "efficientnet_lite0", "output_stride": 16,
+                         "head": "aspp", "rates": [2, 4], "stage": 2}}, path)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"device": "cpu", "pipeline": "ssnet",
+                                                         "ssnet": {"eval_long_side": 32}}))
+    return path
+
+
+def test_eval_saliency_scores_each_folder_at_the_images_own_size(ssnet_checkpoint, tmp_path, capsys):
+    from wsss import Predictor
+    from wsss.data.saliency import SaliencyDataset
+
+    first = write_saliency_set(tmp_path / "first")
+    second = write_saliency_set(tmp_path / "second", sizes=SIZES[:2], seed=1)
+    run_dir = ssnet_checkpoint.parents[1]
+    # the run directory is the checkpoint's, found without --run-dir
+    assert main(["eval-saliency", "--checkpoint", str(ssnet_checkpoint), "--data", str(first),
+                 "--data", str(second), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["first"], ["second"])]
+    assert [(row[0], row[-1]) for row in rows] == [("first", "3"), ("second", "2")]  # one row each, image count
+
+    saved = json.loads((run_dir / "eval" / "saliency_ssnet2.json").read_text())
+    assert saved["settings"]["max_side"] == 32
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # the same numbers by hand: maps made at <= 32 px, scored at the images' sizes
+    predictor = Predictor(ssnet_checkpoint, device="cpu", max_side=32)
+    for name, count in (("first", 3), ("second", 2)):
+        dataset = SaliencyDataset(tmp_path / name, [f"im{n}" for n in range(count)])
+        expected = SaliencyScores()
+        for index in range(count):
+            image = dataset.load_image(index)
+            saliency = predictor.saliency(image)
+            assert saliency.shape == image.shape[:2]
+            expected.add(saliency, dataset.load_mask(index))
+        expected = expected.result()
+        assert {k: saved["datasets"][name][k] for k in expected} == expected
+        assert summary[f"ssnet2/saliency/{name}"]["single-scale"] == expected
+        for key in ("max_f", "mae", "s_measure", "mean_e"):
+            assert 0 <= expected[key] <= 1 and f"{expected[key]:.4f}" in out
+
+    # a later call for another folder keeps the earlier folders' scores (same model and settings)
+    shutil.rmtree(second)
+    write_saliency_set(tmp_path / "third" / "second", sizes=SIZES[2:], seed=2)
+    assert main(["eval-saliency", "--run-dir", str(run_dir), "--data", str(tmp_path / "third" / "second"),
+                 "--no-progress"]) == 0  # --checkpoint defaults to the run's ssnet2/model.pt
+    saved = json.loads((run_dir / "eval" / "saliency_ssnet2.json").read_text())
+    assert saved["datasets"]["first"]["num_images"] == 3 and saved["datasets"]["second"]["num_images"] == 1
+
+
+def error_of(capsys, *argv):
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err  # one line, no traceback
+    return err
+
+
+def test_eval_saliency_bad_input_is_a_clear_error(ssnet_checkpoint, tmp_path, capsys):
+    ckpt = ["--checkpoint", str(ssnet_checkpoint), "--no-progress"]
+    good = write_saliency_set(tmp_path / "good")
+
+    no_masks = tmp_path / "no_masks"
+    shutil.copytree(good / "images", no_masks / "images")
+    err = error_of(capsys, "eval-saliency", *ckpt, "--data", str(good), "--data", str(no_masks))
+    assert f"{no_masks}: no masks/ folder" in err and "--data" in err
+
+    err = error_of(capsys, "eval-saliency", *ckpt, "--data", str(tmp_path / "nowhere"))
+    assert f"{tmp_path / 'nowhere'}: saliency folder not found" in err
+
+    unmasked = tmp_path / "unmasked"
+    shutil.copytree(good, unmasked)
+    (unmasked / "masks" / "im1.png").unlink()
+    err = error_of(capsys, "eval-saliency", *ckpt, "--data", str(unmasked))
+    assert err.startswith(f"wsss: error: {unmasked / 'images' / 'im1.jpg'}: no mask {unmasked / 'masks' / 'im1.png'}")
+    assert "add it or remove the image" in err
+
+    resized = tmp_path / "resized"
+    shutil.copytree(good, resized)
+    Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(resized / "masks" / "im2.png")
+    err = error_of(capsys, "eval-saliency", *ckpt, "--data", str(resized))
+    assert f"{resized / 'masks' / 'im2.png'}: mask is 12x10 but its image is 56x56" in err
+
+    # every folder is checked before any is scored: the good folder of the first call was not
+    saved = ssnet_checkpoint.parents[1] / "eval" / "saliency_ssnet2.json"
+    assert not saved.exists() or "good" not in json.loads(saved.read_text())["datasets"]
+
+
+def test_eval_saliency_needs_an_ssnet(tmp_path, capsys):
+    from wsss.steps.train_seg import build_seg_net
+
+    model = build_seg_net("efficientnet_lite0", 16, len(CLASSES), "aspp", [2, 4], pretrained=False)
+    path = tmp_path / "seg" / "model.pt"
+    path.parent.mkdir()
+    torch.save({"kind": "segmentation", "fingerprint": "test", "model": model.state_dict(),
+                "meta": {"class_names": CLASSES, "backbone": "efficientnet_lite0", "output_stride": 16,
+                         "head": "aspp", "rates": [2, 4]}}, path)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"device": "cpu"}))
+    data = write_saliency_set(tmp_path / "data")
+    err = error_of(capsys, "eval-saliency", "--checkpoint", str(path), "--data", str(data), "--config", str(config),
+                   "--run-dir", str(tmp_path / "run"), "--no-progress")
+    assert f"{path}: a segmentation model gives no saliency maps" in err and "train-ssnet" in err

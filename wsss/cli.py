@@ -22,7 +22,7 @@ log = logging.getLogger("wsss")
 
 # Commands that only score what a run made: they never rewrite its config.yaml / run_info.json
 # (they write them only into a run directory that has none).
-READ_ONLY_COMMANDS = {"eval-cam", "eval-pseudo", "eval-seg", "eval-ssnet", "eval-ssnet-pseudo", "tune"}
+READ_ONLY_COMMANDS = {"eval-cam", "eval-pseudo", "eval-seg", "eval-ssnet", "eval-ssnet-pseudo", "eval-saliency", "tune"}
 
 
 def _number(cast, valid, rule: str):
@@ -205,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "instead of the held-out part")
     p.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
 
+    p = sub.add_parser("eval-saliency", help="score an SSNet's saliency maps on images/ + masks/ folders "
+                                             "(max F, MAE, S-measure, mean E-measure)")
+    _common(p)
+    p.add_argument("--checkpoint", type=Path, help="an SSNet model.pt (default: the run's ssnet2/model.pt); "
+                                                   "its run directory is the default --run-dir")
+    p.add_argument("--data", type=Path, action="append", required=True, metavar="DIR",
+                   help="a saliency dataset: images/<id>.jpg and masks/<id>.png (0/255), e.g. ECSSD (repeatable)")
+
     p = sub.add_parser("predict", help="segment new images with a trained model",
                        description="Segment new images with a trained model. Exit status: 0 when every image "
                                    "was segmented, 1 when some could not be read (each is named above the "
@@ -310,6 +318,16 @@ def _dispatch(args) -> int:
         if run_dir is None:
             raise WsssError("report: name the run directory, e.g. `wsss report runs/demo` or `--run-dir runs/demo`")
         print(f"report: {report.run(run_dir, args.output, args.data_root, args.images, args.device)}")
+        return 0
+
+    if args.command == "eval-saliency":
+        from .steps import eval_saliency
+
+        if args.run_dir is None and args.config is None:  # the checkpoint's own run, when it has one
+            args.run_dir = eval_saliency.run_dir_of(args.checkpoint)
+        ctx = _context(args)
+        eval_saliency.run(ctx, args.data, args.checkpoint)
+        ctx.record()
         return 0
 
     ctx = _context(args)
