@@ -11,6 +11,8 @@ import yaml
 from PIL import Image
 
 from wsss.cli import main
+from wsss.config import load_config
+from wsss.errors import WsssError
 from wsss.metrics import SaliencyScores, saliency_levels
 
 
@@ -226,3 +228,28 @@ def test_eval_saliency_needs_an_ssnet(tmp_path, capsys):
     err = error_of(capsys, "eval-saliency", "--checkpoint", str(path), "--data", str(data), "--config", str(config),
                    "--run-dir", str(tmp_path / "run"), "--no-progress")
     assert f"{path}: a segmentation model gives no saliency maps" in err and "train-ssnet" in err
+
+
+def test_config_whose_saliency_benchmark_is_missing_fails_before_training(tmp_path, tiny_dataset, capsys):
+    bench = tmp_path / "bench"
+    config = {"device": "cpu", "pipeline": "ssnet", "data": {"root": str(tiny_dataset)},
+              "ssnet": {"saliency": {"root": str(tmp_path / "sal"), "demo": {"num_images": 6, "image_size": 64},
+                                     "eval_roots": [str(bench)]}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    err = error_of(capsys, "run", "--config", str(path), "--run-dir", str(run_dir), "--no-progress")
+    assert f"{bench}: saliency folder not found; point ssnet.saliency.eval_roots at a folder with images/ and masks/" in err
+    assert not (run_dir / "ssnet1").exists()
+    # two benchmarks of one name would overwrite each other's scores
+    with pytest.raises(WsssError, match=r"ssnet\.saliency\.eval_roots: .*two folders are named 'ecssd'"):
+        load_config(path, ["ssnet.saliency.eval_roots=[a/ecssd, b/ecssd]"])
+
+
+@pytest.mark.parametrize("name", ["ssnet_msrc", "ssnet_voc12"])
+def test_shipped_ssnet_configs_train_on_duts_and_score_benchmarks(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml").ssnet.saliency
+    assert cfg.holdout_every == 0 and "DUTS-TR" in str(cfg.root).upper()
+    assert [p.name.upper() for p in cfg.eval_roots][:1] == ["ECSSD"]

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image
 
 from wsss.cli import main
+from wsss.data.demo import generate_demo_saliency
 from wsss.data.saliency import saliency_partner, split_holdout
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
@@ -115,7 +116,8 @@ def ssnet_run(tmp_path_factory, tiny_dataset):
         "data": {"root": str(tiny_dataset)},
         "backbone": {"name": "efficientnet_lite0", "pretrained": True},
         "ssnet": {"saliency": {"root": str(tmp / "saliency"), "holdout_every": 5,
-                               "demo": {"num_images": 15, "image_size": 80, "seed": 3}},
+                               "demo": {"num_images": 15, "image_size": 80, "seed": 3},
+                               "eval_roots": [str(generate_demo_saliency(tmp / "bench", 4, 80, seed=4))]},
                   "stage1": stage, "stage2": {**stage, "epochs": 1, "init_from_stage1": True},
                   "eval_scales": [1.0], "eval_crf": False, "compare_stages": False},
     }
@@ -154,11 +156,17 @@ def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset):
         assert 0 <= summary[key]["miou"] <= 100, key
     result = json.loads((run_dir / "eval" / "ssnet2_val.json").read_text())
     assert set(result["miou"]) == {"single-scale", "multi-scale+flip"}
-    for variant in result["saliency"].values():
-        assert variant["num_images"] == 3 and 0 <= variant["mae"] <= 1 and 0 <= variant["max_f"] <= 1
+    # the held-out part of the training set and the benchmark, each single-scale and multi-scale + flip
+    assert set(result["saliency"]) == {"held-out", "bench"}
+    for name, count in (("held-out", 3), ("bench", 4)):
+        for variant in result["saliency"][name].values():
+            assert variant["num_images"] == count
+            assert all(0 <= variant[k] <= 1 for k in ("max_f", "mae", "s_measure", "mean_e"))
+    assert summary["ssnet2/saliency"] == result["saliency"]["held-out"]
+    assert summary["ssnet2/saliency/bench"] == result["saliency"]["bench"]
     # the objects are salient and distinct: even this short run must beat calling everything salient
     # (F of "all salient" is at most 1.3 p / (0.3 p + 1) with p the salient share, < 0.3 here)
-    assert result["saliency"]["multi-scale+flip"]["max_f"] > 0.5
+    assert result["saliency"]["held-out"]["multi-scale+flip"]["max_f"] > 0.5
 
     # finished work is skipped on a re-run
     model = run_dir / "ssnet2" / "model.pt"
