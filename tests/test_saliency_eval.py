@@ -208,6 +208,11 @@ def test_eval_saliency_bad_input_is_a_clear_error(ssnet_checkpoint, tmp_path, ca
     err = error_of(capsys, "eval-saliency", *ckpt, "--data", str(resized))
     assert f"{resized / 'masks' / 'im2.png'}: mask is 12x10 but its image is 56x56" in err
 
+    lone = tmp_path / "lone.pt"  # a model outside a run directory: where would the scores go?
+    shutil.copy(ssnet_checkpoint, lone)
+    err = error_of(capsys, "eval-saliency", "--checkpoint", str(lone), "--data", str(good))
+    assert f"{lone}: not inside a run directory" in err and "pass --run-dir" in err
+
     # every folder is checked before any is scored: the good folder of the first call was not
     saved = ssnet_checkpoint.parents[1] / "eval" / "saliency_ssnet2.json"
     assert not saved.exists() or "good" not in json.loads(saved.read_text())["datasets"]

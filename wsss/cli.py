@@ -323,8 +323,8 @@ def _dispatch(args) -> int:
     if args.command == "eval-saliency":
         from .steps import eval_saliency
 
-        if args.run_dir is None and args.config is None:  # the checkpoint's own run, when it has one
-            args.run_dir = eval_saliency.run_dir_of(args.checkpoint)
+        if args.run_dir is None and args.config is None:  # the checkpoint's own run
+            args.run_dir = eval_saliency.default_run_dir(args.checkpoint)
         ctx = _context(args)
         eval_saliency.run(ctx, args.data, args.checkpoint)
         ctx.record()

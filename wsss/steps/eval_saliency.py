@@ -42,12 +42,18 @@ COLUMNS = (("max F", "max_f", "{:.4f}"), ("MAE", "mae", "{:.4f}"), ("S", "s_meas
            ("mean E", "mean_e", "{:.4f}"))
 
 
-def run_dir_of(checkpoint: Optional[Path]) -> Optional[Path]:
-    """The run directory a ``<run>/<stage>/model.pt`` belongs to (the one with ``config.yaml``), or None."""
+def default_run_dir(checkpoint: Optional[Path]) -> Path:
+    """The run directory of ``<run>/<stage>/model.pt`` (the one with ``config.yaml``): where
+    eval-saliency writes, and whose config it reads, when given neither --run-dir nor --config."""
     if checkpoint is None:
-        return None
+        raise WsssError("eval-saliency: pass --checkpoint RUN/ssnet2/model.pt, or --run-dir RUN to score the run's "
+                        "final SSNet")
     run_dir = Path(checkpoint).resolve().parent.parent
-    return run_dir if (run_dir / "config.yaml").exists() else None
+    if not (run_dir / "config.yaml").exists():
+        raise WsssError(f"{checkpoint}: not inside a run directory (no {run_dir / 'config.yaml'}); pass --run-dir "
+                        "for the scores and --config for the settings (device, ssnet.eval_long_side), e.g. "
+                        "--config configs/ssnet_msrc.yaml")
+    return run_dir
 
 
 def evaluation_set(root: Path, setting: str) -> SaliencyDataset:
