@@ -11,8 +11,8 @@ import yaml
 from PIL import Image
 
 from wsss.cli import main
+from wsss.data.demo import generate_demo_saliency
 from wsss.data.saliency import saliency_partner, split_holdout
-from wsss.metrics import SaliencyScores, f_measure, precision_recall_curve, saliency_mae
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
 from wsss.ssnet.losses import classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss, saliency_map
@@ -92,34 +92,6 @@ def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():
     assert logits.shape == (2, 6, 4, 6) and v.shape == (2, 5) and v_big.shape == (1, 5)
 
 
-def test_saliency_metrics_on_known_masks():
-    mask = np.zeros((4, 4), dtype=np.uint8)
-    mask[:2, :2] = 255  # 4 of 16 pixels salient
-    perfect = SaliencyScores()
-    perfect.add(mask / 255.0, mask)
-    assert perfect.result() == {"mae": 0.0, "max_f": 1.0, "best_threshold": 1, "num_images": 1}
-
-    flat = np.full((4, 4), 0.5)
-    assert saliency_mae(flat, mask) == 0.5
-    precision, recall = precision_recall_curve(flat, mask)
-    # level round(127.5) = 128: thresholds 0..128 call every pixel salient, 129..255 none
-    assert precision[128] == 0.25 and recall[128] == 1.0 and precision[129] == 0.0 and recall[129] == 0.0
-    scores = SaliencyScores()
-    scores.add(flat, mask)
-    assert scores.result()["max_f"] == pytest.approx(1.3 * 0.25 / (0.3 * 0.25 + 1), abs=1e-4)
-
-    # two images: precision and recall are averaged over images before the F-measure
-    half = mask / 255.0 * 0.6  # salient pixels at 0.6 (level 153), the rest 0
-    miss = np.zeros((4, 4))
-    scores = SaliencyScores()
-    scores.add(half, mask)
-    scores.add(miss, mask)
-    result = scores.result()
-    assert result["mae"] == pytest.approx((4 * 0.4 / 16 + 4 / 16) / 2, abs=1e-4)
-    assert result["max_f"] == pytest.approx(float(f_measure(np.array(0.5), np.array(0.5))), abs=1e-4)
-    assert result["max_f"] == pytest.approx(0.5, abs=1e-4)
-
-
 def test_saliency_split_and_pairing_are_deterministic_and_even():
     ids = [f"img{i:03d}" for i in range(23)]
     train, held = split_holdout(list(reversed(ids)), 5)
@@ -143,7 +115,8 @@ def ssnet_run(tmp_path_factory, tiny_dataset):
         "data": {"root": str(tiny_dataset)},
         "backbone": {"name": "efficientnet_lite0", "pretrained": True},
         "ssnet": {"saliency": {"root": str(tmp / "saliency"), "holdout_every": 5,
-                               "demo": {"num_images": 15, "image_size": 80, "seed": 3}},
+                               "demo": {"num_images": 15, "image_size": 80, "seed": 3},
+                               "eval_roots": [str(generate_demo_saliency(tmp / "bench", 4, 80, seed=4))]},
                   "stage1": stage, "stage2": {**stage, "epochs": 1, "init_from_stage1": True},
                   "eval_scales": [1.0], "eval_crf": False, "compare_stages": False},
     }
@@ -182,11 +155,17 @@ def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset):
         assert 0 <= summary[key]["miou"] <= 100, key
     result = json.loads((run_dir / "eval" / "ssnet2_val.json").read_text())
     assert set(result["miou"]) == {"single-scale", "multi-scale+flip"}
-    for variant in result["saliency"].values():
-        assert variant["num_images"] == 3 and 0 <= variant["mae"] <= 1 and 0 <= variant["max_f"] <= 1
+    # the held-out part of the training set and the benchmark, each single-scale and multi-scale + flip
+    assert set(result["saliency"]) == {"held-out", "bench"}
+    for name, count in (("held-out", 3), ("bench", 4)):
+        for variant in result["saliency"][name].values():
+            assert variant["num_images"] == count
+            assert all(0 <= variant[k] <= 1 for k in ("max_f", "mae", "s_measure", "mean_e"))
+    assert summary["ssnet2/saliency"] == result["saliency"]["held-out"]
+    assert summary["ssnet2/saliency/bench"] == result["saliency"]["bench"]
     # the objects are salient and distinct: even this short run must beat calling everything salient
     # (F of "all salient" is at most 1.3 p / (0.3 p + 1) with p the salient share, < 0.3 here)
-    assert result["saliency"]["multi-scale+flip"]["max_f"] > 0.5
+    assert result["saliency"]["held-out"]["multi-scale+flip"]["max_f"] > 0.5
 
     # finished work is skipped on a re-run
     model = run_dir / "ssnet2" / "model.pt"

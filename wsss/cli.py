@@ -140,6 +140,13 @@ def _eval_ssnet_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-saliency", action="store_true", help="score the segmentation only")
 
 
+def _eval_saliency_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, help="an SSNet model.pt (default: the run's ssnet2/model.pt); "
+                                                   "its run directory is the default --run-dir")
+    p.add_argument("--data", type=Path, action="append", required=True, metavar="DIR",
+                   help="a saliency dataset: images/<id>.jpg and masks/<id>.png (0/255), e.g. ECSSD (repeatable)")
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps)")
@@ -205,6 +212,8 @@ class Command:
     read_only: bool = False  # only scores: never rewrites the run's config.yaml / run_info.json
     workers_key: Optional[str] = None  # the config key --workers overrides
     trains: Optional[Callable[[Any, argparse.Namespace], Path]] = None  # (ctx, args) -> the folder --restart discards
+    # (step, args) -> the run directory to use when given neither --run-dir nor --config
+    default_run_dir: Optional[Callable[[Any, argparse.Namespace], Path]] = None
     description: Optional[str] = None
 
 
@@ -307,6 +316,10 @@ COMMANDS: tuple[Command, ...] = (
             lambda step, ctx, a: step.run(ctx, a.stage, a.split, a.data_root, a.checkpoint, a.saliency_data,
                                           saliency=not a.no_saliency),
             (_data(with_checkpoint=True), _stage("which stage's SSNet to score"), _eval_ssnet_args), read_only=True),
+    Command("eval-saliency", "score an SSNet's saliency maps on images/ + masks/ folders (max F, MAE, S-measure, "
+                             "mean E-measure)", "wsss.ssnet.eval_saliency",
+            lambda step, ctx, a: step.run(ctx, a.data, a.checkpoint), (_eval_saliency_args,), read_only=True,
+            default_run_dir=lambda step, a: step.default_run_dir(a.checkpoint)),
     Command("predict", "segment new images with a trained model", "wsss.predict", _predict, (_predict_args,),
             uses_run=False,
             description="Segment new images with a trained model. Exit status: 0 when every image was segmented, "
@@ -374,6 +387,8 @@ def _dispatch(args) -> int:
     if not command.uses_run:
         result = command.call(step, None, args)
     else:
+        if command.default_run_dir is not None and args.run_dir is None and args.config is None:
+            args.run_dir = command.default_run_dir(step, args)
         ctx = _context(args)
         from . import distributed
 

@@ -210,14 +210,31 @@ class DemoSaliencyConfig(Section):
 
 
 class SaliencyDataConfig(Section):
-    """Class-agnostic saliency masks, DUTS/ECSSD layout: ``images/<id>.jpg`` + ``masks/<id>.png``."""
+    """Class-agnostic saliency masks, DUTS/ECSSD layout: ``images/<id>.jpg`` + ``masks/<id>.png``.
+
+    ``root`` is the set Ls1 trains on (DUTS-TR); ``eval_roots`` are benchmarks (ECSSD, DUTS-TE)
+    that are only ever scored, each as a whole, by ``eval-ssnet`` (and so by ``wsss run``).
+    """
 
     root: Path = Path("data/saliency")
-    # Held-out part, only ever scored (MAE, max F), never trained on: of the ids sorted by name,
+    # Held-out part of ``root``, only ever scored, never trained on: of the ids sorted by name,
     # every ``holdout_every``-th one (positions holdout_every-1, 2*holdout_every-1, ...);
-    # 0 holds nothing out. The split is also written to <run_dir>/ssnet/saliency_split.json.
+    # 0 holds nothing out (trains on all of it, as the paper does with DUTS-TR). The split is
+    # also written to <run_dir>/ssnet/saliency_split.json.
     holdout_every: int = Field(5, ge=0)
+    # Saliency benchmarks scored whole (max F, MAE, S-measure, mean E-measure at each image's size).
+    eval_roots: list[Path] = Field(default_factory=list)
     demo: Optional[DemoSaliencyConfig] = None
+
+    @field_validator("eval_roots")
+    @classmethod
+    def _distinct_names(cls, value: list[Path]) -> list[Path]:
+        # results are keyed by the folder's name (summary.json, eval/*.json)
+        names = [Path(p).name for p in value]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"two folders are named {duplicate!r}; their scores would overwrite each other")
+        return value
 
 
 class SsnetStageConfig(DeepLabConfig):

@@ -1,4 +1,4 @@
-"""Segmentation metrics from confusion matrices (VOC protocol: 255 is ignored)."""
+"""Segmentation metrics from confusion matrices (VOC protocol: 255 is ignored), and saliency scores."""
 
 from __future__ import annotations
 
@@ -84,73 +84,61 @@ def format_iou_table(per_class: dict[str, dict[str, float | None]], title: str =
 
 
 # --------------------------------------------------------------------------------------
-# Saliency: mean absolute error and the maximum F-measure (salient object detection protocol)
+# Saliency: the four scores salient-object papers report, computed by pysodmetrics
 # --------------------------------------------------------------------------------------
 
 SALIENCY_BETA2 = 0.3  # beta^2 of the F-measure: precision weighted more than recall, as is customary
 
 
-def saliency_mae(saliency: np.ndarray, mask: np.ndarray) -> float:
-    """Mean |S - G| over the pixels of one image; S in [0, 1], G binary (non-zero = salient)."""
-    if saliency.shape != mask.shape:
-        raise ValueError(f"saliency {saliency.shape} and mask {mask.shape} differ in shape")
-    return float(np.abs(saliency.astype(np.float64) - (mask > 0)).mean())
+def saliency_levels(saliency: np.ndarray) -> np.ndarray:
+    """(H, W) float saliency in [0, 1] -> (H, W) uint8 round(255 S).
 
-
-def precision_recall_curve(saliency: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and recall of one image at thresholds t = 0..255, (256,) each.
-
-    The saliency map is quantised to 0..255 (round(255 S)) and binarised as "salient where
-    value >= t". Precision is 0 where nothing is predicted salient, recall 0 where the mask is
-    empty (as the usual evaluation code with its eps does).
+    The map as ``wsss predict`` writes it (``<name>_saliency.png``) and as the metrics read it,
+    so scoring a model equals scoring its PNGs with any saliency evaluation code.
     """
-    if saliency.shape != mask.shape:
-        raise ValueError(f"saliency {saliency.shape} and mask {mask.shape} differ in shape")
-    levels = np.clip(np.round(saliency.astype(np.float64) * 255), 0, 255).astype(np.int64)
-    positive = mask > 0
-    # tp[t] = salient pixels with level >= t: reversed cumulative histogram
-    tp = np.bincount(levels[positive], minlength=256)[::-1].cumsum()[::-1].astype(np.float64)
-    predicted = np.bincount(levels.reshape(-1), minlength=256)[::-1].cumsum()[::-1].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = tp / positive.sum() if positive.any() else np.zeros(256)
-    return precision, recall
-
-
-def f_measure(precision: np.ndarray, recall: np.ndarray, beta2: float = SALIENCY_BETA2) -> np.ndarray:
-    """F_beta = (1 + beta^2) P R / (beta^2 P + R), 0 where P = R = 0."""
-    denominator = beta2 * precision + recall
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, (1 + beta2) * precision * recall / denominator, 0.0)
+    return np.round(np.clip(saliency, 0, 1) * 255).astype(np.uint8)
 
 
 class SaliencyScores:
-    """Accumulates MAE and the precision/recall curve over a set of images.
+    """max F (beta^2 = 0.3), MAE, S-measure (Fan et al., ICCV 2017) and mean E-measure (Fan et al.,
+    IJCAI 2018) over a set of images, by ``pysodmetrics`` (the code saliency papers evaluate with,
+    matching Fan et al.'s evaluation toolbox).
 
-    ``max_f`` follows the salient-object-detection protocol: precision and recall are averaged
-    over images at each threshold 0..255, the F-measure of those means is computed per
-    threshold, and the best threshold's value is reported.
+    The protocol is that toolbox's: each map is quantised to 0..255 (:func:`saliency_levels`)
+    and min-max normalised per image; max F is the best threshold of the per-image F-measure
+    curves (thresholds 0..255) averaged over images; mean E is the mean over thresholds of the
+    averaged E-measure curve. Score maps at the mask's (the image's original) resolution.
     """
 
     def __init__(self):
+        # imported here: pysodmetrics pulls in OpenCV, scikit-image and scikit-learn (~1 s)
+        import py_sod_metrics
+
+        self._f = py_sod_metrics.FmeasureV2(
+            {"f": py_sod_metrics.FmeasureHandler(with_dynamic=True, with_adaptive=False, beta=SALIENCY_BETA2)})
+        self._mae, self._s, self._e = py_sod_metrics.MAE(), py_sod_metrics.Smeasure(), py_sod_metrics.Emeasure()
         self.count = 0
-        self.mae_sum = 0.0
-        self.precision_sum = np.zeros(256)
-        self.recall_sum = np.zeros(256)
 
     def add(self, saliency: np.ndarray, mask: np.ndarray) -> None:
-        """One image: (H, W) saliency in [0, 1] and its (H, W) mask (non-zero = salient)."""
-        precision, recall = precision_recall_curve(saliency, mask)
-        self.mae_sum += saliency_mae(saliency, mask)
-        self.precision_sum += precision
-        self.recall_sum += recall
+        """One image: (H, W) saliency in [0, 1] (float) or 0..255 (uint8, a saved map) and its
+        (H, W) mask (non-zero = salient), of the same size."""
+        if saliency.shape != mask.shape:
+            raise ValueError(f"saliency {saliency.shape} and mask {mask.shape} differ in shape")
+        levels = saliency if saliency.dtype == np.uint8 else saliency_levels(saliency)
+        truth = np.where(mask > 0, 255, 0).astype(np.uint8)  # pysodmetrics reads gt > 128 as salient
+        for metric in (self._f, self._mae, self._s, self._e):
+            metric.step(levels, truth)
         self.count += 1
 
-    def result(self, beta2: float = SALIENCY_BETA2) -> dict:
+    def result(self) -> dict:
+        """{"max_f", "mae", "s_measure", "mean_e", "best_threshold", "num_images"}; scores rounded
+        to 4 decimals, ``best_threshold`` the level (0..255, of the normalised maps) of max F."""
         if self.count == 0:
             raise ValueError("no images scored")
-        precision, recall = self.precision_sum / self.count, self.recall_sum / self.count
-        scores = f_measure(precision, recall, beta2)
-        best = int(scores.argmax())
-        return {"mae": round(self.mae_sum / self.count, 4), "max_f": round(float(scores[best]), 4),
-                "best_threshold": best, "num_images": self.count}
+        # pysodmetrics orders its curves by threshold 255, 254, ..., 0
+        f_curve = self._f.get_results()["f"]["dynamic"]
+        best = int(np.argmax(f_curve))
+        return {"max_f": round(float(f_curve[best]), 4), "mae": round(float(self._mae.get_results()["mae"]), 4),
+                "s_measure": round(float(self._s.get_results()["sm"]), 4),
+                "mean_e": round(float(self._e.get_results()["em"]["curve"].mean()), 4),
+                "best_threshold": 255 - best, "num_images": self.count}

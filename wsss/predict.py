@@ -31,6 +31,7 @@ from .engine import resolve_device
 from .errors import WsssError
 from .inference import image_tensor, multiscale_sum, shrink_to_max_side, upsample, upsampled_rows
 from .io import load_rgb, overlay, remove_stale_temps, save_image, save_json, save_palette_png
+from .metrics import saliency_levels
 from .models import load_model
 from .parallel import map_images
 from .ssnet.losses import saliency_map
@@ -175,8 +176,7 @@ class _PredictJob:
         mask = self.predictor.predict(rgb)
         save_image(self.output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
         if self.predictor.has_saliency:
-            saliency = np.round(self.predictor.saliency(rgb) * 255).astype(np.uint8)
-            save_image(self.output / f"{path.stem}_saliency.png", saliency)
+            save_image(self.output / f"{path.stem}_saliency.png", saliency_levels(self.predictor.saliency(rgb)))
         save_palette_png(self.output / f"{path.stem}.png", mask)  # written last: marks the image done
         return index, None
 

@@ -5,8 +5,9 @@ Layout::
     images/<id>.jpg     (or .jpeg/.png)
     masks/<id>.png      0 = background; any non-zero value counts as salient
 
-The ids are the mask names. A deterministic part is held out for scoring (every k-th id of the
-sorted list); SSNet never trains on it.
+The ids are the mask names. A deterministic part of the training set may be held out for
+scoring (every k-th id of the sorted list); SSNet never trains on it. Evaluation sets (ECSSD,
+DUTS-TE) are scored whole and must pair every image with a mask of the same stem.
 """
 
 from __future__ import annotations
@@ -24,16 +25,53 @@ from .transforms import JointAugment
 from .voc import IMAGE_SUFFIXES
 
 
-def saliency_ids(root: Path) -> list[str]:
-    """Sorted ids of ``root/masks/*.png``; every one must have an image in ``root/images``."""
+def check_saliency_folder(root: Path, setting: str = "ssnet.saliency.root") -> Path:
+    """``root`` if it holds ``images/`` and ``masks/``; else a WsssError naming the folder and
+    ``setting`` (the config key or option that named it)."""
     root = Path(root)
-    mask_dir, image_dir = root / "masks", root / "images"
-    if not mask_dir.is_dir() or not image_dir.is_dir():
-        raise WsssError(f"{root}: saliency dataset needs images/ and masks/ folders; point ssnet.saliency.root at one")
+    layout = "a saliency dataset holds images/<id>.jpg and masks/<id>.png (0/255)"
+    if not root.is_dir():
+        raise WsssError(f"{root}: saliency folder not found; point {setting} at a folder with images/ and masks/ "
+                        f"({layout})")
+    for sub in ("images", "masks"):
+        if not (root / sub).is_dir():
+            raise WsssError(f"{root}: no {sub}/ folder in it; {layout}: point {setting} at one")
+    return root
+
+
+def saliency_ids(root: Path, setting: str = "ssnet.saliency.root") -> list[str]:
+    """Sorted ids of ``root/masks/*.png``; every one must have an image in ``root/images``."""
+    root = check_saliency_folder(root, setting)
+    mask_dir = root / "masks"
     ids = sorted(p.stem for p in mask_dir.glob("*.png"))
     if not ids:
         raise WsssError(f"{mask_dir}: no masks (*.png) found")
     return ids
+
+
+def evaluation_ids(root: Path, setting: str) -> list[str]:
+    """Sorted ids of an evaluation set: the stems of ``root/images``, each with ``masks/<id>.png``.
+
+    Every image is scored, so an image without a mask (or a mask without an image) is an error
+    naming the file, not a smaller benchmark.
+    """
+    root = check_saliency_folder(root, setting)
+    images = {p.stem: p for p in sorted((root / "images").iterdir()) if p.suffix in IMAGE_SUFFIXES}
+    if not images:
+        raise WsssError(f"{root / 'images'}: no images (.jpg, .jpeg, .png) found; {setting} needs a "
+                        "folder with images/ and masks/")
+    masks = {p.stem for p in (root / "masks").glob("*.png")}
+    unmasked = sorted(set(images) - masks)
+    if unmasked:
+        raise WsssError(f"{images[unmasked[0]]}: no mask {root / 'masks' / unmasked[0]}.png for this image"
+                        f"{f' (nor for {len(unmasked) - 1} more)' if len(unmasked) > 1 else ''}; every image of "
+                        "an evaluation set needs a 0/255 PNG mask of the same name: add it or remove the image")
+    orphans = sorted(masks - set(images))
+    if orphans:
+        raise WsssError(f"{root / 'masks' / orphans[0]}.png: mask without an image in {root / 'images'}"
+                        f"{f' (and {len(orphans) - 1} more)' if len(orphans) > 1 else ''}; add the image or "
+                        "remove the mask")
+    return sorted(images)
 
 
 def split_holdout(ids: list[str], holdout_every: int) -> tuple[list[str], list[str]]:

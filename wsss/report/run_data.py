@@ -39,13 +39,16 @@ METRIC_FORMATS = {
     "best_threshold": ("bg threshold", "{:.2f}"),
     "max_f": ("max F", "{:.3f}"),
     "mae": ("MAE", "{:.3f}"),
+    "s_measure": ("S", "{:.3f}"),
+    "mean_e": ("mean E", "{:.3f}"),
     "saliency_threshold": ("at threshold", "{:.0f}/255"),
     "num_images": ("images", "{:.0f}"),
     "pixel_accuracy": ("pixel acc.", "{:.2f}"),
 }
 
-# The column of saliency scores (SSNet): they are measured on held-out saliency images, not on a split.
-SALIENCY_COLUMN = "saliency (held out)"
+# The column of saliency scores (SSNet): measured on held-out saliency images and on saliency
+# benchmarks (ECSSD, ...), not on a split.
+SALIENCY_COLUMN = "saliency"
 
 # Per pipeline: the training/inference stages whose wall time a complete `wsss run` records.
 PIPELINE_STAGES = {

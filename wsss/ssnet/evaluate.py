@@ -1,5 +1,6 @@
-"""Score SSNet: segmentation mIoU on a split with masks, saliency MAE / max F on the held-out
-saliency images, and the mined pseudo labels against the masks of their split.
+"""Score SSNet: segmentation mIoU on a split with masks, saliency (max F, MAE, S-measure, mean
+E-measure) on the held-out saliency images and on every benchmark of ``ssnet.saliency.eval_roots``,
+and the mined pseudo labels against the masks of their split.
 
     eval/ssnet<k>_<split>.json          segmentation (single/multi-scale, +/- CRF) and saliency
     eval/ssnet<k>_pseudo_<split>.json   pseudo labels before / after the CRF
@@ -11,39 +12,53 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from tqdm import tqdm
-
-from ..data.saliency import SaliencyDataset, saliency_ids
+from ..data.saliency import SaliencyDataset
 from ..distributed import on_main_process
 from ..errors import WsssError
 from ..io import save_json
-from ..metrics import SaliencyScores, format_iou_table, segmentation_report
+from ..metrics import format_iou_table, segmentation_report
 from ..predict import Predictor
 from ..run.context import RunContext, required_model
 from ..segmentation.evaluate import score_label_dir, score_segmentation
+from .eval_saliency import evaluation_set, format_saliency_table, score_saliency
 from .train import check_stage, model_path, pseudo_dir, saliency_root, saliency_split
 
 log = logging.getLogger("wsss")
 
+HELD_OUT = "held-out"
 
-def score_saliency(predictor: Predictor, dataset: SaliencyDataset, scales, progress: bool = True) -> dict:
-    """MAE and max F (beta^2 = 0.3) of the model's saliency maps, single-scale and multi-scale + flip."""
-    variants = {"single-scale": ([1.0], False), "multi-scale+flip": (list(scales), True)}
-    scores = {name: SaliencyScores() for name in variants}
-    for index in tqdm(range(len(dataset)), desc="eval saliency", unit="img", disable=not progress, dynamic_ncols=True):
-        image = dataset.load_image(index)
-        mask = dataset.load_mask(index, image.shape[:2])
-        for name, (variant_scales, flip) in variants.items():
-            predictor.scales, predictor.flip = variant_scales, flip
-            scores[name].add(predictor.saliency(image), mask)
-    return {name: score.result() for name, score in scores.items()}
+
+def saliency_eval_sets(ctx: RunContext) -> dict[str, SaliencyDataset]:
+    """{name: dataset} of the config's saliency benchmarks (``ssnet.saliency.eval_roots``), each
+    checked (folders, one mask per image) so that a mistyped path fails before any training."""
+    return {Path(root).name: evaluation_set(Path(root), "ssnet.saliency.eval_roots")
+            for root in ctx.config.ssnet.saliency.eval_roots}
+
+
+def saliency_sets(ctx: RunContext, saliency_data: Optional[Path]) -> dict[str, tuple[SaliencyDataset, str, str]]:
+    """{name: (dataset, where it comes from, summary.json key suffix)} of what eval-ssnet scores:
+    every image of ``saliency_data`` when given, else the held-out part of the training set (when
+    ``holdout_every`` > 0) and the benchmarks of ``ssnet.saliency.eval_roots``."""
+    if saliency_data is not None:
+        name = Path(saliency_data).name
+        return {name: (evaluation_set(Path(saliency_data), "--saliency-data"), str(saliency_data), f"/{name}")}
+    sal = ctx.config.ssnet.saliency
+    benchmarks = saliency_eval_sets(ctx)  # checked first: a mistyped folder fails before any scoring
+    sets = {}
+    _, held_out = saliency_split(ctx)
+    if held_out:  # summary key ``ssnet<k>/saliency``, as before benchmarks were added
+        sets[HELD_OUT] = (SaliencyDataset(saliency_root(ctx), held_out),
+                          f"{sal.root} (held out: every {sal.holdout_every}th id)", "")
+    sets.update({name: (dataset, str(dataset.root), f"/{name}") for name, dataset in benchmarks.items()})
+    return sets
 
 
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None, saliency_data: Optional[Path] = None, saliency: bool = True) -> dict:
-    """Segmentation of ``split`` (when it has masks) and saliency of the held-out images (or of
-    every image of ``saliency_data``, another saliency dataset)."""
+    """Segmentation of ``split`` (when it has masks) and saliency (single-scale and multi-scale +
+    flip) of the held-out images and the ``ssnet.saliency.eval_roots`` benchmarks (or of every
+    image of ``saliency_data``, another saliency dataset, instead)."""
     check_stage(stage)
     cfg = ctx.config
     s = cfg.ssnet
@@ -72,22 +87,20 @@ def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Opti
         log.info("eval-ssnet: split %s has no masks; segmentation not scored", split)
 
     if saliency:
-        if saliency_data is not None:
-            dataset, source = SaliencyDataset(saliency_data, saliency_ids(saliency_data)), str(saliency_data)
-        else:
-            _, held_out = saliency_split(ctx)
-            dataset = SaliencyDataset(saliency_root(ctx), held_out) if held_out else None
-            source = f"{s.saliency.root} (held out: every {s.saliency.holdout_every}th id)"
-        if dataset is None:
-            log.info("eval-ssnet: no saliency images held out (ssnet.saliency.holdout_every: 0); saliency not scored")
-        else:
-            result["saliency"] = score_saliency(predictor, dataset, s.eval_scales, ctx.progress)
-            result["saliency_data"] = source
-            for variant, value in result["saliency"].items():
-                print(f"SSNet stage {stage} saliency ({variant}, {value['num_images']} images): "
-                      f"MAE {value['mae']:.4f}, max F {value['max_f']:.4f}")
-            key = f"{prefix}/saliency" if saliency_data is None else f"{prefix}/saliency/{Path(saliency_data).name}"
-            ctx.update_summary(key, result["saliency"])
+        sets = saliency_sets(ctx, saliency_data)
+        if not sets:
+            log.info("eval-ssnet: no saliency images held out (ssnet.saliency.holdout_every: 0) and no "
+                     "ssnet.saliency.eval_roots; saliency not scored")
+        variants = {"single-scale": ([1.0], False), "multi-scale+flip": (list(s.eval_scales), True)}
+        rows = {}
+        for set_name, (dataset, source, key_suffix) in sets.items():
+            scores = score_saliency(predictor, dataset, variants, ctx.progress, f"eval-ssnet saliency {set_name}")
+            result.setdefault("saliency", {})[set_name] = scores
+            result.setdefault("saliency_data", {})[set_name] = source
+            ctx.update_summary(f"{prefix}/saliency{key_suffix}", scores)
+            rows.update({f"{set_name} {variant}": value for variant, value in scores.items()})
+        if rows:
+            print(format_saliency_table(rows, f"SSNet stage {stage} saliency (scored at each image's size)"))
     save_json(ctx.layout.eval_file(prefix, name), result)
     return result
 

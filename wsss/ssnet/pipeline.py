@@ -21,6 +21,7 @@ def run(ctx: RunContext) -> dict:
     timed = StageTimer(ctx)
 
     train_has_masks = ctx.dataset(train_split).has_masks
+    eval_ssnet.saliency_eval_sets(ctx)  # a mistyped benchmark folder fails now, not after the training
     timed("train-ssnet/1", train_ssnet.run, ctx, 1)
     timed(f"make-ssnet-pseudo/1/{train_split}", make_ssnet_pseudo.run, ctx, 1, train_split)
     if train_has_masks:
