@@ -404,3 +404,104 @@ def test_walk_scores_normalise_and_put_a_constant_background_first():
     assert walk_scores(walked, size=(4, 6)).shape == (3, 4, 6)
     assert torch.all(walk_scores(torch.zeros(1, 2, 3))[1:] == 0)
     assert walk_scores(torch.zeros(0, 2, 3), size=(4, 5)).shape == (1, 4, 5)
+
+
+# ------------------------------------------------------------------ the pipeline, end to end
+
+
+@pytest.fixture(scope="module")
+def irn_run(cam_run, tmp_path_factory):
+    """A copy of the shared tiny CAM run gone on through IRN's steps, via the CLI."""
+    import shutil
+
+    import yaml
+
+    from wsss.cli import main
+
+    _, config, cam_run_dir = cam_run
+    tmp = tmp_path_factory.mktemp("irn_run")
+    settings = yaml.safe_load(config.read_text())
+    settings["pipeline"] = "irn"
+    # thresholds from these CAMs (their best background threshold is far from IRN's VOC values)
+    settings["irn"] = {"epochs": 4, "batch_size": 8, "lr": 0.1, "resize_long": [56, 72], "crop_size": 64,
+                       "radius": 5, "steps": 64, "eval_splits": ["train"], "seeds": "auto",
+                       "walk_bg_threshold": None}
+    irn_config = tmp / "irn.yaml"
+    irn_config.write_text(yaml.safe_dump(settings))
+    run_dir = tmp / "run"
+    shutil.copytree(cam_run_dir, run_dir)
+    common = ["--config", str(irn_config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["make-irn-labels", *common]) == 0
+    assert main(["train-irn", *common]) == 0
+    assert main(["make-irn-pseudo", *common, "--split", "train"]) == 0
+    assert main(["eval-pseudo", *common, "--split", "train"]) == 0
+    return irn_config, run_dir, common
+
+
+def test_irn_pipeline_on_generated_data(irn_run, tiny_dataset):
+    """Seeds -> boundary network -> walk on the tiny generated set: the boundary map is high on
+    the shapes' outlines and low inside them, and the walk's labels score with the CAMs or better."""
+    import json
+
+    from PIL import Image
+
+    from wsss.data.voc import VocDataset
+    from wsss.io import load_mask
+    from wsss.models import load_model
+
+    _, run_dir, _ = irn_run
+    seeds = sorted((run_dir / "irn_labels" / "train").glob("*.png"))
+    assert len(seeds) == 32 and set(np.unique(np.asarray(Image.open(seeds[0])))) <= {0, 1, 2, 3, 4, 5, 255}
+    log = [json.loads(line) for line in (run_dir / "irn" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 * 4 and log[-1]["loss"] < log[0]["loss"]
+
+    # the trained boundary map separates the ground truth's outlines from the regions' insides
+    net = load_model(run_dir / "irn" / "model.pt", kind="irn").model
+    voc = VocDataset(tiny_dataset, "train")
+    on_edge, inside = [], []  # boundary values of every image's cells on / off the outlines
+    for index in range(8):
+        image = voc.load_image(index)
+        with torch.inference_mode():
+            boundary = net.boundary_with_flip(torch.from_numpy(image).permute(2, 0, 1).float()[None])[0, 0]
+        mask = torch.from_numpy(voc.load_mask(index, image.shape[:2]).astype(np.int64))
+        grid = mask[2::4, 2::4][: boundary.shape[0], : boundary.shape[1]]  # the stride-4 cells' centres
+        edge = torch.zeros_like(grid, dtype=torch.bool)
+        edge[:, 1:] |= grid[:, 1:] != grid[:, :-1]
+        edge[1:, :] |= grid[1:, :] != grid[:-1, :]
+        on_edge.append(boundary[edge])
+        inside.append(boundary[~edge])
+    on_edge, inside = torch.cat(on_edge).mean(), torch.cat(inside).mean()
+    assert on_edge > 1.5 * inside, (on_edge, inside)
+
+    for kind in ("rw", "rw_crf"):
+        pngs = sorted((run_dir / "pseudo" / "train" / kind).glob("*.png"))
+        assert len(pngs) == 32 and load_mask(pngs[0]).shape == (80, 80)
+    result = json.loads((run_dir / "eval" / "pseudo_train.json").read_text())["results"]
+    cam_miou = json.loads((run_dir / "eval" / "cam_train.json").read_text())["miou"]
+    assert result["rw"]["miou"] > cam_miou - 10, (result, cam_miou)
+    settings = json.loads((run_dir / "pseudo" / "train" / "settings.json").read_text())
+    cam_threshold = json.loads((run_dir / "eval" / "cam_train.json").read_text())["best_threshold"]
+    assert settings["method"] == "irn" and settings["bg_threshold"] == pytest.approx(cam_threshold)
+
+
+def test_irn_tune_and_segmentation_on_its_labels(irn_run, capsys):
+    """`wsss tune` sweeps IRN's walk under pipeline: irn, and train-seg trains on IRN's labels."""
+    from wsss.cli import main
+
+    _, run_dir, common = irn_run
+    assert main(["tune", *common, "--split", "train", "--limit", "6", "--beta", "10", "--steps", "16",
+                 "--bg-threshold", "0.25", "0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "--set irn.beta=10 --set irn.steps=16 --set irn.walk_bg_threshold=" in out
+    assert main(["train-seg", *common, "--set", "seg.epochs=1", "--set", "seg.crop_size=64",
+                 "--set", "seg.resize_long=[56,72]", "--max-steps", "2"]) == 0
+    assert (run_dir / "seg" / "model.pt").exists()
+
+
+def test_irn_model_kind_is_checked(irn_run, capsys):
+    """make-pseudo (PSA) refuses IRN's network with a line naming both kinds."""
+    from wsss.cli import main
+
+    _, run_dir, common = irn_run
+    assert main(["make-pseudo", *common, "--split", "train", "--checkpoint", str(run_dir / "irn" / "model.pt")]) == 2
+    assert "not an AffinityNet model (its kind: 'irn'); pass the model.pt of `wsss train-aff`" in capsys.readouterr().err

@@ -228,6 +228,12 @@ def pair_labels(label_map: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Ten
     return bg_pos, fg_pos, neg
 
 
+def downsample_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, H, W) label maps (seeds) -> (B, h, w) on a feature grid by nearest-neighbour sampling,
+    which never mixes labels (PSA and IRN both bring their seeds to the grid this way)."""
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
 def affinity_loss(
     affinity: Tensor, bg_pos: Tensor, fg_pos: Tensor, neg: Tensor
 ) -> tuple[Tensor, dict[str, float]]:

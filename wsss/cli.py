@@ -234,7 +234,7 @@ def _run_pipeline(_, ctx, args):
     pipeline.run(ctx)
 
 
-PIPELINES = {"affinity": "wsss.psa.pipeline", "ssnet": "wsss.ssnet.pipeline"}
+PIPELINES = {"affinity": "wsss.psa.pipeline", "irn": "wsss.irn.pipeline", "ssnet": "wsss.ssnet.pipeline"}
 """``pipeline:`` of a config -> the module whose ``run(ctx)`` runs every stage of it."""
 
 
@@ -269,8 +269,8 @@ def _train_split(ctx, args) -> str:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("run", "run every stage of the pipeline (skips finished work; `pipeline: ssnet` in the config runs "
-                   "SSNet's)", None, _run_pipeline),
+    Command("run", "run every stage of the pipeline (skips finished work; `pipeline:` in the config picks "
+                   "affinity (PSA), irn or ssnet)", None, _run_pipeline),
     Command("train-cam", "train the multi-label classifier that gives CAMs", "wsss.cam.train",
             lambda step, ctx, a: f"classifier: {step.run(ctx)}", (_train_args,),
             trains=lambda ctx, a: ctx.layout.cam_dir),
@@ -289,11 +289,23 @@ COMMANDS: tuple[Command, ...] = (
     Command("make-pseudo", "random walk (+ dense CRF) pseudo labels for a split", "wsss.psa.make_pseudo",
             lambda step, ctx, a: f"pseudo labels: {step.run(ctx, a.split, a.data_root, a.checkpoint)}",
             (_data(with_checkpoint=True),), workers_key="walk.workers"),
-    Command("eval-pseudo", "score CAM, CAM+RW and CAM+RW+CRF against masks", "wsss.psa.eval_pseudo",
+    Command("eval-pseudo", "score CAM, CAM+RW and CAM+RW+CRF against masks (PSA's or IRN's walk)",
+            "wsss.psa.eval_pseudo",
             lambda step, ctx, a: step.run(ctx, a.split, a.data_root), (_data(),), read_only=True),
-    Command("tune", "sweep the random walk's hyperparameters on a labelled subset", "wsss.psa.tune",
+    Command("tune", "sweep the random walk's hyperparameters on a labelled subset (PSA's, or IRN's with "
+                    "pipeline: irn)", "wsss.psa.tune",
             lambda step, ctx, a: step.run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold),
             (_data(), _tune_args), read_only=True),
+    Command("make-irn-labels", "IRN: confident seeds from CAMs (+ dense CRF) for the boundary network",
+            "wsss.irn.make_labels", lambda step, ctx, a: f"IRN seed labels: {step.run(ctx, a.split)}",
+            (_train_split_arg,), workers_key="irn.workers"),
+    Command("train-irn", "IRN: train the class-boundary network on the seeds' inter-pixel relations", "wsss.irn.train",
+            lambda step, ctx, a: f"IRN boundary network: {step.run(ctx)}", (_train_args,),
+            trains=lambda ctx, a: ctx.layout.irn_dir),
+    Command("make-irn-pseudo", "IRN: boundary-aware random walk (+ dense CRF) pseudo labels for a split",
+            "wsss.irn.make_pseudo",
+            lambda step, ctx, a: f"pseudo labels: {step.run(ctx, a.split, a.data_root, a.checkpoint)}",
+            (_data(with_checkpoint=True),), workers_key="irn.workers"),
     Command("train-seg", "train the segmentation network on pseudo labels (or --labels gt)", "wsss.segmentation.train",
             lambda step, ctx, a: f"segmentation model: {step.run(ctx, a.labels, max_steps=a.max_steps)}",
             (_train_args, _train_seg_args), trains=lambda ctx, a: ctx.layout.seg_dir(a.labels or ctx.config.seg.labels)),

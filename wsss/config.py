@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import WsssError
 
@@ -172,6 +172,50 @@ class WalkConfig(Section):
     workers: int = Field(1, ge=0)
 
 
+class IrnConfig(TrainStageConfig):
+    """IRN (Ahn, Cho & Kwak, CVPR 2019): seeds, the class-boundary network, its random walk.
+
+    Defaults are IRN's (jiwoon-ahn/irn) except the schedule, sized like the other stages here.
+    """
+
+    output_stride: Literal[8, 16, 32] = 16
+    # Confident seeds: "thresholds" uses seed_fg_threshold / seed_bg_threshold on the CAMs (IRN:
+    # 0.30 / 0.05); "auto" derives them from the CAMs' best background threshold t* on the train
+    # split as aff.seeds: auto does (t* + fg_margin (1 - t*) and t* bg_factor).
+    seeds: Literal["thresholds", "auto"] = "thresholds"
+    seed_fg_threshold: float = Field(0.30, gt=0, lt=1)
+    seed_bg_threshold: float = Field(0.05, gt=0, lt=1)
+    fg_margin: float = Field(0.3, ge=0, lt=1)
+    bg_factor: float = Field(0.5, gt=0, le=1)
+    seed_crf: bool = True
+    # pairs of the boundary loss: within this radius on the stride-4 grid (IRN: 10)
+    radius: int = Field(10, ge=1)
+    # IRN trains the boundary branch alone (frozen backbone) at the base rate: 3 epochs, lr 0.1,
+    # weight decay 1e-4
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(0.1, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    head_lr_mult: float = Field(1.0, gt=0)
+    # the walk: T = D^-1 A^beta with a_ij = 1 - max of B on the segment ij, within walk_radius,
+    # t steps (IRN: 5, 10, 2^8 = 256); background: a constant walk_bg_threshold against the
+    # max-normalised walked CAMs (IRN: 0.25), or null for t* x walk_bg_factor (auto)
+    walk_radius: int = Field(5, ge=1)
+    beta: float = Field(10.0, gt=0)
+    steps: int = Field(256, ge=0)
+    walk_bg_threshold: Optional[float] = Field(0.25, gt=0, lt=1)
+    walk_bg_factor: float = Field(1.0, gt=0)
+    crf: bool = True  # also the pseudo labels after a dense CRF (rw_crf/); train-seg then uses those
+    eval_splits: list[str] = Field(default_factory=lambda: ["train"])
+    # worker processes of make-irn-labels and make-irn-pseudo on CPU; 0 = one per core
+    workers: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered_seed_thresholds(self) -> IrnConfig:
+        if self.seed_bg_threshold > self.seed_fg_threshold:
+            raise ValueError("seed_bg_threshold must not exceed seed_fg_threshold")
+        return self
+
+
 class DeepLabConfig(TrainStageConfig):
     """A DeepLab network on the shared backbone (segmentation, SSNet) and its optimiser."""
 
@@ -295,11 +339,11 @@ class PipelineConfig(Section):
     """A pipeline from tagged images to pseudo labels and a segmentation model.
 
     ``pipeline`` picks what ``wsss run`` does: ``affinity`` (AffinityNet/PSA: cam, aff, walk,
-    seg sections) or ``ssnet`` (SSNet: the ssnet section).
+    seg sections), ``irn`` (IRN: cam, irn, seg sections) or ``ssnet`` (SSNet: the ssnet section).
     """
 
     name: str = "run"
-    pipeline: Literal["affinity", "ssnet"] = "affinity"
+    pipeline: Literal["affinity", "irn", "ssnet"] = "affinity"
     seed: int = 0
     device: str = "auto"
     num_workers: int = Field(0, ge=0)
@@ -316,6 +360,7 @@ class PipelineConfig(Section):
     crf: CrfConfig = Field(default_factory=CrfConfig)
     aff: AffinityConfig = Field(default_factory=AffinityConfig)
     walk: WalkConfig = Field(default_factory=WalkConfig)
+    irn: IrnConfig = Field(default_factory=IrnConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
     ssnet: SsnetConfig = Field(default_factory=SsnetConfig)
 

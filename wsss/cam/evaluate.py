@@ -7,6 +7,7 @@ per-class IoU there; written to ``eval/cam_<split>.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -38,6 +39,17 @@ def sweep_confusions(voc, folder: Path, thresholds: list[float], progress: bool 
         for t, threshold in enumerate(thresholds):
             confusions[t] += confusion_matrix(cam_to_label(cams, keys, threshold), gt, num_classes)
     return confusions
+
+
+def best_cam_threshold(ctx: RunContext, instead: str = "a fixed threshold") -> float:
+    """The background threshold at which the train CAMs scored best (eval-cam's result); the
+    ``auto`` settings of later stages derive theirs from it (``instead``: the setting to use
+    without it, for the error)."""
+    path = ctx.layout.eval_file("cam", ctx.config.data.train_split)
+    if not path.exists():
+        raise WsssError(f"{path}: not found; an 'auto' setting needs `wsss eval-cam` on the train split first "
+                        f"(or set {instead})")
+    return float(json.loads(path.read_text())["best_threshold"])
 
 
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait

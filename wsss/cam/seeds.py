@@ -25,6 +25,13 @@ def alpha_for_threshold(threshold: float) -> float:
     return math.log(threshold) / math.log(1 - threshold)
 
 
+def auto_seed_thresholds(best_threshold: float, fg_margin: float, bg_factor: float) -> tuple[float, float]:
+    """(confident-foreground, confident-background) CAM thresholds around the CAMs' best background
+    threshold t*: t* + fg_margin (1 - t*) and t* bg_factor (``seeds: auto`` of PSA and IRN)."""
+    t = best_threshold
+    return min(0.95, t + fg_margin * (1 - t)), max(0.01, t * bg_factor)
+
+
 def threshold_for_alpha(alpha: float) -> float:
     """The background threshold c in (0, 1) with (1 - c)^alpha = c (bisection; monotone in c)."""
     if alpha <= 0:

@@ -96,7 +96,7 @@ def relation_labels(seeds: Tensor, radius: int = IRN_LABEL_RADIUS) -> tuple[Tens
     Args:
         seeds: (h, w) or (B, h, w) integer map: 0 background, 1..254 foreground classes, 255
             unknown, e.g. ``confident_seeds`` brought to the grid by nearest sampling (IRN:
-            a 1/4 nearest resize; ``wsss.psa.train_aff.downsample_seeds`` does it).
+            a 1/4 nearest resize; ``wsss.affinity.downsample_labels`` does it).
         radius: gamma of [pairs]; IRN 10.
 
     Returns:

@@ -21,6 +21,7 @@ from ..errors import WsssError
 from .affinity_net import AffinityNet
 from .backbone import build_backbone
 from .classifier import CamNet
+from .irn import IRNet
 from .segmentation import SegNet
 from .ssnet import SSNet
 
@@ -37,6 +38,10 @@ def _affinity_net(backbone, num_classes: int, head: str, rates) -> nn.Module:
     return AffinityNet(backbone)
 
 
+def _irn(backbone, num_classes: int, head: str, rates) -> nn.Module:
+    return IRNet(backbone)
+
+
 def _seg_net(backbone, num_classes: int, head: str, rates) -> nn.Module:
     return SegNet(backbone, num_classes, head, rates)
 
@@ -48,14 +53,17 @@ def _ssnet(backbone, num_classes: int, head: str, rates) -> nn.Module:
 MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
     "cam": _cam_net,
     "affinity": _affinity_net,
+    "irn": _irn,
     "segmentation": _seg_net,
     "ssnet": _ssnet,
 }
 """kind -> the head built on the backbone (``num_classes`` counts background for every kind)."""
 
 # for error messages: what each kind is called, and the command that trains it
-_TITLES = {"cam": "CAM classifier", "affinity": "AffinityNet", "segmentation": "segmentation", "ssnet": "SSNet"}
-_TRAINED_BY = {"cam": "train-cam", "affinity": "train-aff", "segmentation": "train-seg", "ssnet": "train-ssnet"}
+_TITLES = {"cam": "CAM classifier", "affinity": "AffinityNet", "irn": "IRN boundary network",
+           "segmentation": "segmentation", "ssnet": "SSNet"}
+_TRAINED_BY = {"cam": "train-cam", "affinity": "train-aff", "irn": "train-irn", "segmentation": "train-seg",
+               "ssnet": "train-ssnet"}
 
 
 def register_model(kind: str, build: Callable[..., nn.Module], title: str, trained_by: str) -> None:
@@ -110,9 +118,10 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
     meta = {**(defaults or {}), **recorded} if isinstance(recorded, dict) else None
     if found not in wanted or meta is None or "class_names" not in meta or "backbone" not in meta:
         names = " or ".join(_TITLES.get(k, k) for k in wanted)
+        article = "an" if names[0] in "AEIOU" else "a"
         commands = " or ".join(f"`wsss {_TRAINED_BY[k]}`" for k in wanted if k in _TRAINED_BY)
-        held = "no metadata" if found in wanted else f"a {_TITLES.get(found, repr(found))} model"
-        raise WsssError(f"{path}: not a {names} model of wsss (holds {held}); pass the model.pt of {commands}")
+        held = "its metadata is missing" if found in wanted else f"its kind: {found!r}"
+        raise WsssError(f"{path}: not {article} {names} model ({held}); pass the model.pt of {commands}")
     trained = meta.get("output_stride")
     if output_stride is not None and trained is not None and trained != output_stride:
         log.warning("%s: trained with output_stride %s, the config asks for %s; using %s (the weights fit either "

@@ -8,15 +8,14 @@ resolution; train-aff downsamples them to the feature stride after augmentation.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
 
+from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, seed_labels
+from ..cam.seeds import alpha_for_threshold, auto_seed_thresholds, seed_labels
 from ..crf import crf_refiner
-from ..errors import WsssError
 from ..io import save_palette_png
 from ..run.context import RunContext
 from ..run.per_image import run_per_image
@@ -24,23 +23,12 @@ from ..run.per_image import run_per_image
 log = logging.getLogger("wsss")
 
 
-def best_cam_threshold(ctx: RunContext) -> float:
-    """The background threshold at which the train CAMs scored best (from eval-cam)."""
-    path = ctx.layout.eval_file("cam", ctx.config.data.train_split)
-    if not path.exists():
-        raise WsssError(f"{path}: not found; seeds='auto' needs `wsss eval-cam` on the train split first "
-                        "(or set aff.seeds=alpha)")
-    return float(json.loads(path.read_text())["best_threshold"])
-
-
 def seed_alphas(ctx: RunContext) -> tuple[float, float]:
     """(alpha for confident foreground, alpha for confident background)."""
     aff = ctx.config.aff
     if aff.seeds == "alpha":
         return tuple(aff.seed_alphas)
-    t = best_cam_threshold(ctx)
-    fg = min(0.95, t + aff.fg_margin * (1 - t))
-    bg = max(0.01, t * aff.bg_factor)
+    fg, bg = auto_seed_thresholds(best_cam_threshold(ctx, "aff.seeds=alpha"), aff.fg_margin, aff.bg_factor)
     return alpha_for_threshold(fg), alpha_for_threshold(bg)
 
 

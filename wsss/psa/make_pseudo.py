@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..affinity import random_walk
 from ..amp import autocast, autocast_dtype, dtype_name
+from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..crf import crf_refiner
@@ -31,7 +32,6 @@ from ..io import save_npz, save_palette_png
 from ..models import load_model
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from .make_aff_labels import best_cam_threshold
 
 log = logging.getLogger("wsss")
 
@@ -40,17 +40,12 @@ def pseudo_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path
     return ctx.layout.pseudo(ctx.output_name(split, root))
 
 
-def final_label_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
-    """Where the pseudo labels that train the segmentation network live."""
-    return ctx.layout.pseudo_labels(ctx.output_name(split, root), ctx.config.walk.crf)
-
-
 def walk_alpha(ctx: RunContext) -> float:
     """The background exponent of the walk's input: configured, or from the CAMs' best threshold."""
     walk = ctx.config.walk
     if walk.alpha is not None:
         return walk.alpha
-    return alpha_for_threshold(min(0.95, best_cam_threshold(ctx) * walk.bg_factor))
+    return alpha_for_threshold(min(0.95, best_cam_threshold(ctx, "walk.alpha") * walk.bg_factor))
 
 
 def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:

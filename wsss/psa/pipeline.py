@@ -1,11 +1,14 @@
 """`wsss run` with ``pipeline: affinity``: every stage of the AffinityNet pipeline in order, over one
 run directory: CAMs -> seeds -> AffinityNet -> random walk (+ CRF) -> segmentation network.
 
-Each stage skips work it finds complete, so re-running the same command after an
-interruption continues where it stopped.
+IRN's pipeline has the same shape with its own seeds, network and walk: both run through
+:func:`run_walk_pipeline`. Each stage skips work it finds complete, so re-running the same
+command after an interruption continues where it stopped.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from ..cam import evaluate as eval_cam
 from ..cam import make as make_cam
@@ -17,8 +20,13 @@ from ..segmentation import evaluate as eval_seg
 from ..segmentation import train as train_seg
 from . import eval_pseudo, make_aff_labels, make_pseudo, train_aff
 
+Stage = tuple[str, Callable]
+"""(the stage's command name, its step's ``run``)."""
 
-def run(ctx: RunContext) -> dict:
+
+def run_walk_pipeline(ctx: RunContext, seeds: Stage, network: Stage, walk: Stage, eval_splits: list[str]) -> dict:
+    """CAMs -> ``seeds`` (train split) -> ``network`` -> ``walk`` on ``eval_splits`` and the train
+    split, each scored by eval-pseudo where there are masks -> train-seg -> eval-seg on val."""
     cfg = ctx.config
     timed = StageTimer(ctx)
 
@@ -29,16 +37,16 @@ def run(ctx: RunContext) -> dict:
     train_split = cfg.data.train_split
     if train_split not in cfg.cam.eval_splits:
         timed(f"make-cam/{train_split}", make_cam.run, ctx, train_split)
-    timed("make-aff-labels", make_aff_labels.run, ctx, train_split)
-    timed("train-aff", train_aff.run, ctx)
-    for split in cfg.walk.eval_splits:
+    timed(seeds[0], seeds[1], ctx, train_split)
+    timed(network[0], network[1], ctx)
+    for split in eval_splits:
         if split not in cfg.cam.eval_splits and split != train_split:
             timed(f"make-cam/{split}", make_cam.run, ctx, split)
-        timed(f"make-pseudo/{split}", make_pseudo.run, ctx, split)
+        timed(f"{walk[0]}/{split}", walk[1], ctx, split)
         if ctx.dataset(split).has_masks:
             timed(f"eval-pseudo/{split}", eval_pseudo.run, ctx, split)
-    if train_split not in cfg.walk.eval_splits:
-        timed(f"make-pseudo/{train_split}", make_pseudo.run, ctx, train_split)
+    if train_split not in eval_splits:
+        timed(f"{walk[0]}/{train_split}", walk[1], ctx, train_split)
     timed("train-seg", train_seg.run, ctx)
     val = cfg.data.val_split
     if val and ctx.dataset(val).has_masks:
@@ -46,3 +54,8 @@ def run(ctx: RunContext) -> dict:
     summary = ctx.summary()
     finish(ctx, summary, ctx.layout.seg_model(cfg.seg.labels))
     return summary
+
+
+def run(ctx: RunContext) -> dict:
+    return run_walk_pipeline(ctx, ("make-aff-labels", make_aff_labels.run), ("train-aff", train_aff.run),
+                             ("make-pseudo", make_pseudo.run), ctx.config.walk.eval_splits)

@@ -11,9 +11,8 @@ import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from ..affinity import affinity_from_features, affinity_loss, pair_labels, pair_offsets
+from ..affinity import affinity_from_features, affinity_loss, downsample_labels, pair_labels, pair_offsets
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
 from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
@@ -25,11 +24,6 @@ from ..run.context import RunContext
 log = logging.getLogger("wsss")
 
 
-def downsample_seeds(seeds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) seed labels -> (B, h, w) by nearest-neighbour sampling (no label mixing)."""
-    return F.interpolate(seeds[:, None].float(), size=size, mode="nearest")[:, 0].long()
-
-
 class AffinityLoss:
     """Loss over the half neighbourhood (each unordered pair once, as PSA's path indices)."""
 
@@ -38,7 +32,7 @@ class AffinityLoss:
 
     def __call__(self, model: AffinityNet, batch: dict):
         features = model(batch["image"])
-        seeds = downsample_seeds(batch["target"], features.shape[-2:])
+        seeds = downsample_labels(batch["target"], features.shape[-2:])
         affinity, _ = affinity_from_features(features, self.offsets.to(features.device))
         bg_pos, fg_pos, neg = pair_labels(seeds, self.offsets.to(features.device))
         loss, stats = affinity_loss(affinity, bg_pos, fg_pos, neg)

@@ -1,23 +1,26 @@
 """`wsss tune`: sweep the random walk's hyperparameters on a labelled subset of a split.
 
-AffinityNet features and CAMs are computed once per image; every (beta, steps, background
-threshold) combination then costs only a walk and an argmax (no CRF), so a sweep over dozens
-of settings takes minutes. The best setting is printed as ``--set`` overrides and saved to
-``eval/tune_<split>.json``; check that it holds on a split it was not chosen on.
+The network's output (AffinityNet features for PSA, the class-boundary map for IRN) and the
+CAMs are computed once per image; every (beta, steps, background threshold) combination then
+costs only a walk and an argmax (no CRF), so a sweep over dozens of settings takes minutes.
+The best setting is printed as ``--set`` overrides and saved to ``eval/tune_<split>.json``;
+check that it holds on a split it was not chosen on.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..cam.algorithm import cam_to_label
+from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, load_cam
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..distributed import on_main_process
@@ -25,55 +28,94 @@ from ..inference import image_tensor
 from ..io import save_json
 from ..metrics import confusion_matrix, mean_iou
 from ..run.context import RunContext
-from .make_aff_labels import best_cam_threshold
 from .make_pseudo import load_affinity_model, walk_scores
 
 log = logging.getLogger("wsss")
 
 
+@dataclass
+class Walker:
+    """What the sweep needs of a pipeline's walk.
+
+    ``prepare(image) -> state``: the network's output for one (H, W, 3) image, computed once;
+    ``labels(state, cams, keys, beta, steps, threshold) -> (H, W) labels`` with background
+    threshold ``threshold``; ``overrides(best)``: the ``--set`` line for the best result.
+    """
+
+    prepare: Callable[[np.ndarray], object]
+    labels: Callable[..., np.ndarray]
+    overrides: Callable[[dict], str]
+    extra: Callable[[float], dict] = lambda threshold: {}  # noqa: E731 - more columns of a result
+
+
+def psa_walker(ctx: RunContext) -> Walker:
+    """PSA: AffinityNet features; background (1 - max CAM)^alpha with (1 - c)^alpha = c."""
+    model = load_affinity_model(ctx)
+    radius = ctx.config.aff.radius
+
+    def prepare(image: np.ndarray):
+        with torch.inference_mode():
+            return model(image_tensor(image, ctx.device)[None])[0]
+
+    def labels(features, cams, keys, beta, steps, threshold):
+        scores = scores_with_background(cams, alpha_for_threshold(threshold))
+        with torch.inference_mode():
+            walked = walk_scores(features, scores, radius, beta, steps).cpu().numpy()
+        return scores_to_labels(walked, keys)
+
+    return Walker(prepare, labels,
+                  lambda best: f"--set walk.beta={best['beta']:g} --set walk.steps={best['steps']} "
+                               f"--set walk.alpha={best['alpha']}",
+                  lambda threshold: {"alpha": round(alpha_for_threshold(threshold), 4)})
+
+
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait
-def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None, limit: int = 80,
-        betas: Sequence[float] = (4, 8, 16), steps_list: Sequence[int] = (32, 128, 256),
-        thresholds: Optional[Sequence[float]] = None) -> dict:
-    cfg = ctx.config
-    split = split or cfg.data.train_split
+def sweep(ctx: RunContext, walker: Walker, split: Optional[str] = None, root: Optional[Path] = None,
+          limit: int = 80, betas: Sequence[float] = (4, 8, 16), steps_list: Sequence[int] = (32, 128, 256),
+          thresholds: Optional[Sequence[float]] = None) -> dict:
+    """mIoU of the walk's labels for every (beta, steps, background threshold) on ``limit``
+    images of ``split`` spread over it; prints the best ten and returns the best."""
+    split = split or ctx.config.data.train_split
     voc = ctx.dataset(split, root, require_masks=True)
     if thresholds is None:
         thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-    model = load_affinity_model(ctx)
     cams_folder = cam_dir(ctx, split, root)
     # spread over the whole split: ids are often grouped by theme, so the first N are biased
     indices = sorted(set(np.linspace(0, len(voc) - 1, min(limit, len(voc))).round().astype(int).tolist()))
     cached = []
-    for index in tqdm(indices, desc="tune: features", unit="img", disable=not ctx.progress):
+    for index in tqdm(indices, desc="tune: network", unit="img", disable=not ctx.progress):
         cams, keys = load_cam(cams_folder / f"{voc.ids[index]}.npz")
         image = voc.load_image(index)
-        with torch.inference_mode():
-            features = model(image_tensor(image, ctx.device)[None])[0]
-        cached.append((features, cams, keys, voc.load_mask(index, image.shape[:2])))
+        cached.append((walker.prepare(image), cams, keys, voc.load_mask(index, image.shape[:2])))
     cam_threshold = best_cam_threshold(ctx)
     cam_conf = sum(confusion_matrix(cam_to_label(c, k, cam_threshold), m, voc.num_classes) for _, c, k, m in cached)
     cam_miou = round(100 * mean_iou(cam_conf), 2)
     results = []
     grid = list(itertools.product(betas, steps_list, thresholds))
     for beta, steps, threshold in tqdm(grid, desc="tune: grid", unit="setting", disable=not ctx.progress):
-        alpha = alpha_for_threshold(threshold)
         conf = np.zeros((voc.num_classes, voc.num_classes), dtype=np.int64)
-        for features, cams, keys, mask in cached:
-            scores = scores_with_background(cams, alpha)
-            with torch.inference_mode():
-                walked = walk_scores(features, scores, cfg.aff.radius, beta, steps).cpu().numpy()
-            conf += confusion_matrix(scores_to_labels(walked, keys), mask, voc.num_classes)
-        results.append({"beta": beta, "steps": steps, "bg_threshold": threshold, "alpha": round(alpha, 4),
-                         "miou": round(100 * mean_iou(conf), 2)})
+        for state, cams, keys, mask in cached:
+            conf += confusion_matrix(walker.labels(state, cams, keys, beta, steps, threshold), mask, voc.num_classes)
+        results.append({"beta": beta, "steps": steps, "bg_threshold": threshold, **walker.extra(threshold),
+                        "miou": round(100 * mean_iou(conf), 2)})
     results.sort(key=lambda r: -r["miou"])
     best = results[0]
-    print(f"{'beta':>6} {'steps':>6} {'bg thr':>7} {'alpha':>7} {'mIoU':>7}")
+    extra = [k for k in best if k not in ("beta", "steps", "bg_threshold", "miou")]
+    print(f"{'beta':>6} {'steps':>6} {'bg thr':>7}" + "".join(f" {k:>7}" for k in extra) + f" {'mIoU':>7}")
     for r in results[:10]:
-        print(f"{r['beta']:>6g} {r['steps']:>6d} {r['bg_threshold']:>7.2f} {r['alpha']:>7.3f} {r['miou']:>7.2f}")
+        print(f"{r['beta']:>6g} {r['steps']:>6d} {r['bg_threshold']:>7.2f}" + "".join(f" {r[k]:>7.3f}" for k in extra)
+              + f" {r['miou']:>7.2f}")
     print(f"CAM alone on these images (background threshold {cam_threshold:.2f}): {cam_miou:.2f}")
-    print(f"best on {len(indices)} images of {split}: --set walk.beta={best['beta']:g} "
-          f"--set walk.steps={best['steps']} --set walk.alpha={best['alpha']}")
+    print(f"best on {len(indices)} images of {split}: {walker.overrides(best)}")
     save_json(ctx.layout.eval_file("tune", ctx.output_name(split, root)),
               {"split": split, "num_images": len(indices), "cam_miou": cam_miou, "results": results})
     return best
+
+
+def run(ctx: RunContext, *args, **kwargs) -> dict:
+    """`wsss tune` for the run's pipeline: PSA's walk, or IRN's with ``pipeline: irn``."""
+    if ctx.config.pipeline == "irn":
+        from ..irn.tune import irn_walker
+
+        return sweep(ctx, irn_walker(ctx), *args, **kwargs)
+    return sweep(ctx, psa_walker(ctx), *args, **kwargs)

@@ -27,7 +27,7 @@ NON_METRIC_KEYS = {"timings_s"}
 # Titles and order of the stages this code knows; others follow in summary order, titled by key.
 STAGE_TITLES = {
     "cam": "CAM (best background threshold)",
-    "rw": "CAM + random walk (AffinityNet)",
+    "rw": "CAM + random walk (AffinityNet, or IRN's boundaries)",
     "rw_crf": "CAM + random walk + dense CRF",
     "seg": "Segmentation network (pseudo labels)",
     "seg_gt": "Segmentation network (ground truth, upper bound)",
@@ -53,6 +53,7 @@ SALIENCY_COLUMN = "saliency"
 # Per pipeline: the training/inference stages whose wall time a complete `wsss run` records.
 PIPELINE_STAGES = {
     "affinity": ("train-cam", "train-aff", "make-pseudo", "train-seg"),
+    "irn": ("train-cam", "train-irn", "make-irn-pseudo", "train-seg"),
     "ssnet": ("train-ssnet", "make-ssnet-pseudo", "eval-ssnet"),
 }
 
@@ -259,6 +260,8 @@ class RunData:
             expected = [("ssnet1/pseudo_seg", train), ("ssnet2/pseudo_seg", train)]
             return expected + ([("ssnet1/seg", val), ("ssnet2/seg", val)] if val else [])
         expected = [("cam", s) for s in cam.get("eval_splits", [])]
+        if self.pipeline == "irn":  # its walk's settings are in the irn section
+            walk = self.section("irn")
         for split in walk.get("eval_splits", []):
             expected.append(("rw", split))
             if walk.get("crf", True):

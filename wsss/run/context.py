@@ -51,6 +51,12 @@ class RunContext:
         cfg = self.config
         return {"amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
 
+    def pseudo_label_dir(self, split: str, root: Optional[Path] = None) -> Path:
+        """The random walk's pseudo labels of a split that train the segmentation network: after
+        the CRF when the pipeline's walk ran it (walk.crf for PSA, irn.crf for IRN)."""
+        crf = self.config.irn.crf if self.config.pipeline == "irn" else self.config.walk.crf
+        return self.layout.pseudo_labels(self.output_name(split, root), crf)
+
     def backbone_weights(self) -> dict:
         """How a stage that trains starts its backbone: ImageNet weights, or the user's checkpoint."""
         backbone = self.config.backbone

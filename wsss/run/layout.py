@@ -11,7 +11,10 @@ there, the report and the evaluations read there.
     <run>/cams/<name>/<id>.npz             CAMs (float16) of a split
     <run>/aff_labels/<split>/<id>.png      PSA: confident seeds (0 bg, class, 255 unknown)
     <run>/aff/                             PSA: AffinityNet
-    <run>/pseudo/<name>/rw|rw_crf/<id>.png PSA: pseudo labels after the random walk (+ CRF)
+    <run>/irn_labels/<split>/<id>.png      IRN: confident seeds (0 bg, class, 255 unknown)
+    <run>/irn/                             IRN: the class-boundary network
+    <run>/pseudo/<name>/rw|rw_crf/<id>.png the run's pseudo labels after the random walk (+ CRF),
+                                           PSA's or IRN's (pipeline:)
     <run>/pseudo/<name>/scores/<id>.npz    PSA: the walk's class scores (walk.save_scores)
     <run>/seg/, <run>/seg_gt/              the segmentation network on pseudo labels / ground truth
     <run>/ssnet1/, <run>/ssnet2/           SSNet, stage 1 and 2
@@ -103,12 +106,25 @@ class RunLayout:
         return self.affinity_dir / FINAL_MODEL
 
     def pseudo(self, name: str) -> Path:
-        """PSA's pseudo labels of a split: ``rw/``, ``rw_crf/`` and ``scores/`` below it."""
+        """The random walk's pseudo labels of a split (PSA's or IRN's): ``rw/``, ``rw_crf/`` and
+        ``scores/`` below it."""
         return self.root / "pseudo" / name
 
     def pseudo_labels(self, name: str, crf: bool) -> Path:
         """The pseudo labels that train the segmentation network: after the CRF when it ran."""
         return self.pseudo(name) / ("rw_crf" if crf else "rw")
+
+    # -------------------------------------------------------------------------- IRN
+    def irn_seed_labels(self, split: str) -> Path:
+        return self.root / "irn_labels" / split
+
+    @property
+    def irn_dir(self) -> Path:
+        return self.root / "irn"
+
+    @property
+    def irn_model(self) -> Path:
+        return self.irn_dir / FINAL_MODEL
 
     # ----------------------------------------------------------------- segmentation
     def seg_dir(self, labels: str = "pseudo") -> Path:

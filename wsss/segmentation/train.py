@@ -39,7 +39,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         load_target = voc.load_mask
     else:
         voc = ctx.dataset(split)
-        folder = ctx.layout.pseudo_labels(ctx.output_name(split, None), cfg.walk.crf)
+        folder = ctx.pseudo_label_dir(split)
         missing = [i for i in voc.ids if not (folder / f"{i}.png").exists()]
         if missing:
             raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run `wsss make-pseudo --split {split}` first")

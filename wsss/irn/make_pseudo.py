@@ -1,0 +1,119 @@
+"""`wsss make-irn-pseudo`: IRN's pseudo labels: CAMs -> boundary-aware random walk -> constant
+background -> (dense CRF) -> arg-max (IRN Sec. 5; its make_sem_seg_labels.py).
+
+Per image: the CAMs of its classes are area-averaged down to the boundary network's stride-4
+grid and multiplied by 1 - B; the walk T^t with T = D^-1 A^beta, a_ij = 1 - max of B on the
+segment ij (radius ``irn.walk_radius``), spreads them; upsampled to the image and divided by
+their maximum, they compete with a constant background score (``irn.walk_bg_threshold``,
+IRN 0.25). Written per image, atomically, as VOC-palette PNGs into the run's pseudo-label
+folders, where eval-pseudo, train-seg and the report read them:
+
+    pseudo/<split>/rw/<id>.png       after the walk
+    pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when irn.crf)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..amp import autocast, autocast_dtype, dtype_name
+from ..cam.evaluate import best_cam_threshold
+from ..cam.make import cam_dir, cam_settings, load_cam_with_image
+from ..cam.seeds import scores_to_labels
+from ..crf import crf_refiner
+from ..engine import model_fingerprint
+from ..inference import image_tensor
+from ..io import save_palette_png
+from ..models import load_model
+from ..models.irn import IRNet
+from ..run.context import RunContext, required_model
+from ..run.per_image import run_per_image
+from .walk import boundary_walk, walk_scores
+
+log = logging.getLogger("wsss")
+
+
+def walk_background(ctx: RunContext) -> float:
+    """The walk's constant background score: configured, or the CAMs' best threshold x factor."""
+    irn = ctx.config.irn
+    if irn.walk_bg_threshold is not None:
+        return irn.walk_bg_threshold
+    return min(0.95, best_cam_threshold(ctx, "irn.walk_bg_threshold") * irn.walk_bg_factor)
+
+
+def irn_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
+    return required_model(checkpoint, ctx.layout.irn_model, "IRN boundary network", "train-irn")
+
+
+def load_irn_model(ctx: RunContext, checkpoint: Optional[Path] = None) -> IRNet:
+    return load_model(irn_file(ctx, checkpoint), ctx.device, "irn", ctx.config.irn.output_stride,
+                      ctx.model_defaults()).model
+
+
+def boundary_map(model: IRNet, image: np.ndarray, device: torch.device, amp=None) -> torch.Tensor:
+    """(H, W, 3) uint8 image -> (h, w) float32 class-boundary map on the stride-4 grid (image
+    and its flip, IRN's inference)."""
+    with autocast(device, amp):  # the network only; the walk runs in float32
+        return model.boundary_with_flip(image_tensor(image, device)[None])[0, 0].float()
+
+
+def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: float, steps: int,
+                  bg_threshold: float) -> np.ndarray:
+    """(h, w) boundary map, (K, H, W) normalised CAMs -> (K+1, H, W) float32 scores at image
+    size, background first (the CAMs are area-averaged to the grid, walked, upsampled)."""
+    size = cams.shape[1:]
+    low = F.adaptive_avg_pool2d(torch.from_numpy(cams).to(boundary)[None], boundary.shape)[0]
+    # an image labelled with no class has nothing to walk: all background (a real negative)
+    walked = boundary_walk(low, boundary, radius=radius, beta=beta, steps=steps) if len(low) else low
+    return walk_scores(walked, bg_threshold, size=size).cpu().numpy()
+
+
+class IrnPseudoLabeler:
+    """Per-image job: boundary, walk, CRF, write (built inside each worker process)."""
+
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path],
+                 bg_threshold: float):
+        self.ctx, self.voc = ctx, ctx.dataset(split, root)
+        self.cams, self.out = cam_dir(ctx, split, root), ctx.layout.pseudo(ctx.output_name(split, root))
+        self.model, self.bg_threshold = load_irn_model(ctx, checkpoint), bg_threshold
+        self.amp = autocast_dtype(ctx.config.amp, ctx.device)
+
+    def __call__(self, index: int) -> None:
+        irn, image_id = self.ctx.config.irn, self.voc.ids[index]
+        cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
+        with torch.inference_mode():
+            boundary = boundary_map(self.model, image, self.ctx.device, self.amp)
+            scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold)
+        if irn.crf:
+            probs = scores / scores.sum(axis=0, keepdims=True).clip(min=1e-8)
+            refined = crf_refiner(self.ctx.config.crf, image)(probs)
+            save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
+        # written last: its presence marks the image finished
+        save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(scores, keys))
+
+
+def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
+        checkpoint: Optional[Path] = None) -> Path:
+    """Write IRN's pseudo labels of every image of ``split``; returns the output folder."""
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split, root)
+    out = ctx.layout.pseudo(ctx.output_name(split, root))
+    irn = ctx.config.irn
+    bg_threshold = walk_background(ctx)
+    settings = {"method": "irn", "irn_net": model_fingerprint(irn_file(ctx, checkpoint)), "bg_threshold": bg_threshold,
+                "beta": irn.beta, "steps": irn.steps, "radius": irn.walk_radius,
+                "crf": ctx.config.crf.model_dump() if irn.crf else None, "cams": cam_settings(ctx, split, root)}
+    amp = autocast_dtype(ctx.config.amp, ctx.device)
+    if amp is not None:
+        settings["precision"] = dtype_name(amp)
+    log.info("make-irn-pseudo: background score %.3g", bg_threshold)
+    run_per_image(ctx, "make-irn-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
+                  IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold), irn.workers,
+                  f"make-irn-pseudo {split}")
+    return out
