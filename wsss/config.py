@@ -252,6 +252,10 @@ class SsnetStageConfig(DeepLabConfig):
     # Stage 2 only: start from the stage-1 weights instead of ImageNet (the paper trains a
     # fresh network; starting from stage 1 needs fewer epochs).
     init_from_stage1: bool = False
+    # Sharper borders (issue 13): a 1x1-reduced skip from the backbone's stride-4 level refines the
+    # upsampled logits (a tiny DeepLab-v3+ decoder, wsss.models.ssnet.LowLevelSkip); recorded in
+    # model.pt's meta. Left out of the stage fingerprint when off.
+    head_skip: bool = False
 
 
 class SsnetConfig(Section):
