@@ -84,6 +84,10 @@ def test_saliency_crf_sharpens_a_blurred_map():
     assert refined.shape == mask.shape and refined.dtype == np.float32
     assert 0 <= refined.min() and refined.max() <= 1
     assert mae(refined, mask) < 0.5 * mae(blurred, mask)
+    # the map is normalised first: a map that peaks below 1 (v_i < 1) is refined the same way
+    np.testing.assert_allclose(saliency_crf(image, 0.1 + 0.6 * blurred), refined, atol=1e-4)
+    # PSA's settings (10 iterations) work through the same function
+    assert mae(saliency_crf(image, blurred, iterations=10, bilateral_srgb=13, bilateral_compat=10), mask) < mae(blurred, mask)
 
 
 # ------------------------------------------------------------------------------- skip head

@@ -287,7 +287,7 @@ class SsnetConfig(Section):
     # "map" aggregates S = sum_i v_i H_i at the network's stride and upsamples S; "logits"
     # upsamples the class logits to the input size first, as Ls1 is trained (sharper borders).
     saliency_upsample: Literal["map", "logits"] = "map"
-    # a two-label dense CRF on [1 - S, S] (the Predictor's: PSA's settings, widths relative to size)
+    # a two-label dense CRF on [1 - S, S] (S min-max normalised; DSS's settings, wsss.ssnet.saliency)
     saliency_crf: bool = False
     # `wsss run` also scores the stage-1 model and mines + scores stage-2 pseudo labels on the
     # train split (when it has masks), to compare the stages; off saves that time.

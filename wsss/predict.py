@@ -73,7 +73,7 @@ class Predictor:
         ``saliency_upsample`` and ``saliency_crf``: how an SSNet's saliency map is made
         (``wsss.ssnet.saliency``): aggregated at the network's stride and then upsampled
         ("map"), or from logits upsampled to the size the network saw ("logits"); refined by a
-        two-label dense CRF at that size."""
+        two-label dense CRF at that size (DSS's settings)."""
         if saliency_upsample not in UPSAMPLE_ORDERS:
             raise WsssError(f"saliency_upsample must be one of {', '.join(UPSAMPLE_ORDERS)}, not {saliency_upsample!r}")
         self.device = resolve_device(device)
@@ -142,7 +142,7 @@ class Predictor:
 
         saliency = self._mean(maps, tensor)[0].clamp(0, 1).cpu().numpy()
         if self.saliency_crf:
-            saliency = saliency_crf(self._seen(rgb, tensor), saliency, size_relative=True)
+            saliency = saliency_crf(self._seen(rgb, tensor), saliency)
         return upsample(saliency[None], rgb.shape[:2])[0]
 
     @torch.inference_mode()
