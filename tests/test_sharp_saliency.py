@@ -218,7 +218,7 @@ def test_eval_saliency_scales_flip_crf_and_order_make_a_named_variant(skip_run, 
     assert main(["eval-saliency", "--checkpoint", str(skip_run), "--data", str(data), "--scales", "1", "0.75",
                  "--flip", "--saliency-crf", "--set", "ssnet.saliency_upsample=logits", "--no-progress"]) == 0
     assert "multi-scale+flip+logits+crf" in capsys.readouterr().out
-    saved = json.loads((run_dir / "eval" / "saliency_ssnet2.json").read_text())
+    saved = json.loads((run_dir / "eval" / "saliency_ssnet2_multi-scale+flip+logits+crf.json").read_text())
     assert saved["settings"] == {**saved["settings"], "scales": [1.0, 0.75], "flip": True,
                                  "saliency_upsample": "logits", "saliency_crf": True}
     scores = json.loads((run_dir / "summary.json").read_text())["ssnet2/saliency/bench"]
@@ -227,6 +227,7 @@ def test_eval_saliency_scales_flip_crf_and_order_make_a_named_variant(skip_run, 
     assert main(["eval-saliency", "--checkpoint", str(skip_run), "--data", str(data), "--no-progress"]) == 0
     scores = json.loads((run_dir / "summary.json").read_text())["ssnet2/saliency/bench"]
     assert set(scores) == {"multi-scale+flip+logits+crf", "single-scale"}
+    assert (run_dir / "eval" / "saliency_ssnet2.json").exists()
 
 
 def test_predict_saliency_options(skip_run, tmp_path):

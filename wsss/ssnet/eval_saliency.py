@@ -8,10 +8,10 @@ there, as the benchmarks are scored.
 
     wsss eval-saliency --checkpoint runs/ssnet_msrc/ssnet2/model.pt --data ../shared/data/ecssd
 
-writes ``eval/saliency_<model>.json`` (``<model>``: the checkpoint's folder, e.g. ``ssnet2``)
-into the run directory, one entry per dataset, and ``<model>/saliency/<dataset>`` into
-summary.json under the variant's name (:func:`variant_name`: ``single-scale`` by default, as
-``eval-ssnet`` names it).
+writes ``eval/saliency_<model>.json`` (``<model>``: the checkpoint's folder, e.g. ``ssnet2``;
+``saliency_<model>_<variant>.json`` for another variant than the default) into the run
+directory, one entry per dataset, and ``<model>/saliency/<dataset>`` into summary.json under the
+variant's name (:func:`variant_name`: ``single-scale`` by default, as ``eval-ssnet`` names it).
 
 Sharper maps (issue 13, ``wsss.ssnet.saliency``): ``--scales 0.75 1 1.25 --flip`` averages over
 scales and mirror images, ``--saliency-crf`` (or ``ssnet.saliency_crf``) refines each map with a
@@ -146,7 +146,8 @@ def run(ctx: RunContext, data: Sequence[Path], checkpoint: Optional[Path] = None
     settings = {"checkpoint": str(path.resolve()), "model": predictor.fingerprint, "max_side": max_side,
                 "scales": list(scales), "flip": flip, "saliency_upsample": upsample, "saliency_crf": crf}
     variant = variant_name(scales, flip, upsample, crf)
-    out = ctx.layout.eval_file("saliency", label)
+    # one file per variant, the default's named as before: scoring one variant keeps the others'
+    out = ctx.layout.eval_file("saliency", label if variant == SINGLE_SCALE else f"{label}_{variant}")
     results = _earlier_results(out, settings)
 
     rows = {}
