@@ -145,6 +145,15 @@ def _eval_saliency_args(p: argparse.ArgumentParser) -> None:
                                                    "its run directory is the default --run-dir")
     p.add_argument("--data", type=Path, action="append", required=True, metavar="DIR",
                    help="a saliency dataset: images/<id>.jpg and masks/<id>.png (0/255), e.g. ECSSD (repeatable)")
+    p.add_argument("--scales", type=POSITIVE, nargs="+", default=[1.0], help="image scales whose maps are averaged "
+                                                                              "(default: 1.0)")
+    p.add_argument("--flip", action="store_true", help="also average the maps of the mirrored images")
+    _saliency_crf_arg(p, " (default: ssnet.saliency_crf)")
+
+
+def _saliency_crf_arg(p: argparse.ArgumentParser, default: str = "") -> None:
+    p.add_argument("--saliency-crf", action="store_true",
+                   help=f"refine saliency maps with a two-label dense CRF{default}")
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -157,6 +166,10 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    help="image scales whose predictions are averaged (default: 1.0)")
     p.add_argument("--flip", action="store_true", help="also average the predictions of the mirrored images")
     p.add_argument("--crf", action="store_true", help="refine the masks with the dense CRF (slower)")
+    _saliency_crf_arg(p)
+    p.add_argument("--saliency-upsample", choices=["map", "logits"], default="map",
+                   help="SSNet: aggregate saliency at the network's stride, then upsample (map, default), or "
+                        "upsample the class logits first (logits: sharper borders)")
     p.add_argument("--workers", type=COUNT, default=1, metavar="N", help="worker processes on CPU (0 = one per core)")
     p.add_argument("--amp", choices=["auto", "on", "off", "bf16", "fp16"], default="auto",
                    help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
@@ -245,7 +258,8 @@ def _predict(predict, _, args) -> int:
     distributed.init_from_env(resolve_device(args.device))
     result = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
                          args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp,
-                         max_side=args.max_side)
+                         max_side=args.max_side, saliency_upsample=args.saliency_upsample,
+                         saliency_crf=args.saliency_crf)
     counts = [f"{result.written} image(s) written"] + [f"{n} {what}" for n, what in (
         (result.kept, "kept from an earlier run"), (len(result.skipped), "skipped (see above)")) if n]
     print(f"predict: {', '.join(counts)}; masks in {args.output}")
@@ -330,7 +344,8 @@ COMMANDS: tuple[Command, ...] = (
             (_data(with_checkpoint=True), _stage("which stage's SSNet to score"), _eval_ssnet_args), read_only=True),
     Command("eval-saliency", "score an SSNet's saliency maps on images/ + masks/ folders (max F, MAE, S-measure, "
                              "mean E-measure)", "wsss.ssnet.eval_saliency",
-            lambda step, ctx, a: step.run(ctx, a.data, a.checkpoint), (_eval_saliency_args,), read_only=True,
+            lambda step, ctx, a: step.run(ctx, a.data, a.checkpoint, a.scales, a.flip, a.saliency_crf),
+            (_eval_saliency_args,), read_only=True,
             default_run_dir=lambda step, a: step.default_run_dir(a.checkpoint)),
     Command("predict", "segment new images with a trained model", "wsss.predict", _predict, (_predict_args,),
             uses_run=False,

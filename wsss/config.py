@@ -296,6 +296,10 @@ class SsnetStageConfig(DeepLabConfig):
     # Stage 2 only: start from the stage-1 weights instead of ImageNet (the paper trains a
     # fresh network; starting from stage 1 needs fewer epochs).
     init_from_stage1: bool = False
+    # Sharper borders (issue 13): a 1x1-reduced skip from the backbone's stride-4 level refines the
+    # upsampled logits (a tiny DeepLab-v3+ decoder, wsss.models.ssnet.LowLevelSkip); recorded in
+    # model.pt's meta. Left out of the stage fingerprint when off.
+    head_skip: bool = False
 
 
 class SsnetConfig(Section):
@@ -323,6 +327,12 @@ class SsnetConfig(Section):
     # photos (640 px COCO) are seen near the training scale; null = as they are. The reference
     # resizes every evaluated image to 256 x 256.
     eval_long_side: Optional[int] = Field(None, ge=16)
+    # How saliency maps are made at inference (eval-ssnet, eval-saliency; predict has flags):
+    # "map" aggregates S = sum_i v_i H_i at the network's stride and upsamples S; "logits"
+    # upsamples the class logits to the input size first, as Ls1 is trained (sharper borders).
+    saliency_upsample: Literal["map", "logits"] = "map"
+    # a two-label dense CRF on [1 - S, S] (S min-max normalised; DSS's settings, wsss.ssnet.saliency)
+    saliency_crf: bool = False
     # `wsss run` also scores the stage-1 model and mines + scores stage-2 pseudo labels on the
     # train split (when it has masks), to compare the stages; off saves that time.
     compare_stages: bool = True

@@ -35,6 +35,7 @@ from .metrics import saliency_levels
 from .models import load_model
 from .parallel import map_images
 from .ssnet.losses import saliency_map
+from .ssnet.saliency import UPSAMPLE_ORDERS, saliency_at, saliency_crf
 
 log = logging.getLogger("wsss")
 
@@ -62,11 +63,19 @@ class Predictor:
 
     def __init__(self, checkpoint: Union[str, Path], device: str = "auto", scales: Sequence[float] = (1.0,),
                  flip: bool = False, crf: bool = False, amp: str = "auto",
-                 max_side: Optional[int] = DEFAULT_MAX_SIDE):
+                 max_side: Optional[int] = DEFAULT_MAX_SIDE, saliency_upsample: str = "map",
+                 saliency_crf: bool = False):
         """``max_side``: images with a longer side are shrunk to it (antialiased) before the
         network and the CRF see them, and the results are upsampled back to the image's size:
         bounds the memory of a large photo (6000x4000: 0.8 GB at 1024, 8.4 GB at full size) and
-        keeps it near the scale the model was trained at. None: every image as it is."""
+        keeps it near the scale the model was trained at. None: every image as it is.
+
+        ``saliency_upsample`` and ``saliency_crf``: how an SSNet's saliency map is made
+        (``wsss.ssnet.saliency``): aggregated at the network's stride and then upsampled
+        ("map"), or from logits upsampled to the size the network saw ("logits"); refined by a
+        two-label dense CRF at that size (DSS's settings)."""
+        if saliency_upsample not in UPSAMPLE_ORDERS:
+            raise WsssError(f"saliency_upsample must be one of {', '.join(UPSAMPLE_ORDERS)}, not {saliency_upsample!r}")
         self.device = resolve_device(device)
         if distributed.is_distributed() and self.device.type == "cuda":
             self.device = torch.device("cuda", distributed.local_rank())
@@ -75,6 +84,7 @@ class Predictor:
         self.has_saliency = loaded.kind == "ssnet"
         self.amp = autocast_dtype(amp, self.device)
         self.scales, self.flip, self.crf, self.max_side = list(scales), flip, crf, max_side
+        self.saliency_upsample, self.saliency_crf = saliency_upsample, saliency_crf
 
     def _outputs(self, batch: torch.Tensor):
         with autocast(self.device, self.amp):
@@ -99,10 +109,15 @@ class Predictor:
         rgb, tensor = self._inputs(image)
         probs = self._mean(self._softmax, tensor).cpu().numpy()
         if self.crf:
-            shrunk = tensor.shape[1:] != rgb.shape[:2]
-            seen = tensor.round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy() if shrunk else rgb
-            probs = dense_crf(seen, probs, size_relative=True)
+            probs = dense_crf(self._seen(rgb, tensor), probs, size_relative=True)
         return rgb, probs
+
+    @staticmethod
+    def _seen(rgb: np.ndarray, tensor: torch.Tensor) -> np.ndarray:
+        """The (h, w, 3) uint8 image the network saw (``rgb`` itself when not shrunk), for the CRF."""
+        if tuple(tensor.shape[1:]) == rgb.shape[:2]:
+            return rgb
+        return tensor.round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
 
     @torch.inference_mode()
     def probabilities(self, image: ImageLike) -> np.ndarray:
@@ -112,16 +127,23 @@ class Predictor:
 
     @torch.inference_mode()
     def saliency(self, image: ImageLike) -> np.ndarray:
-        """(H, W) float32 saliency in [0, 1] of an SSNet, S = sum_i v_i H_i (averaged over scales/flips)."""
+        """(H, W) float32 saliency in [0, 1] of an SSNet, S = sum_i v_i H_i (averaged over
+        scales/flips; upsampled and CRF-refined as ``saliency_upsample`` / ``saliency_crf`` say)."""
         if not self.has_saliency:
             raise WsssError("this model gives no saliency maps; that needs an SSNet model (`wsss train-ssnet`)")
+        rgb, tensor = self._inputs(image)
+        working = tuple(tensor.shape[1:])
 
         def maps(batch: torch.Tensor) -> torch.Tensor:
             logits, scores = self._outputs(batch)
-            return saliency_map(logits.float(), scores.float())[:, None]
+            if self.saliency_upsample == "logits":  # straight to the working size, for every scale
+                return saliency_at(logits.float(), scores.float(), working, "logits")[:, None]
+            return saliency_map(logits.float(), scores.float())[:, None]  # multiscale_sum upsamples S
 
-        rgb, tensor = self._inputs(image)
-        return upsample(self._mean(maps, tensor)[:1].clamp(0, 1), rgb.shape[:2])[0]
+        saliency = self._mean(maps, tensor)[0].clamp(0, 1).cpu().numpy()
+        if self.saliency_crf:
+            saliency = saliency_crf(self._seen(rgb, tensor), saliency)
+        return upsample(saliency[None], rgb.shape[:2])[0]
 
     @torch.inference_mode()
     def predict(self, image: ImageLike) -> np.ndarray:
@@ -163,8 +185,9 @@ class _PredictJob:
     """Per-image job of ``wsss predict`` (built in each worker process): (index, None) when the
     image's files are written, (index, why) when the image cannot be read and is skipped."""
 
-    def __init__(self, checkpoint, device, scales, flip, crf, amp, max_side, files, output):
-        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side)
+    def __init__(self, checkpoint, device, scales, flip, crf, amp, max_side, files, output, saliency_upsample="map",
+                 saliency_crf=False):
+        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side, saliency_upsample, saliency_crf)
         self.files, self.output = files, Path(output)
 
     def __call__(self, index: int) -> tuple[int, Optional[str]]:
@@ -210,7 +233,8 @@ class PredictResult:
 
 def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", scales: Sequence[float] = (1.0,),
         flip: bool = False, crf: bool = False, progress: bool = True, workers: int = 1,
-        amp: str = "auto", max_side: Optional[int] = DEFAULT_MAX_SIDE) -> PredictResult:
+        amp: str = "auto", max_side: Optional[int] = DEFAULT_MAX_SIDE, saliency_upsample: str = "map",
+        saliency_crf: bool = False) -> PredictResult:
     """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image, and
     ``<stem>_saliency.png`` (grayscale, 255 = salient) when the model is an SSNet.
 
@@ -218,8 +242,10 @@ def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", 
     continues); under torchrun each rank takes a share of the files, on CPU ``workers``
     processes do. Images that cannot be read are skipped with a warning each; files that are
     not images by extension, and subfolders, are ignored (one line says which).
+    ``saliency_upsample`` / ``saliency_crf``: how an SSNet's saliency maps are made (see Predictor).
     """
-    predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side)  # checks the model file first
+    # checks the model file first
+    predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side, saliency_upsample, saliency_crf)
     files, ignored = list_images(Path(input_path))
     stems = [p.stem for p in files]
     duplicate = next((s for s in stems if stems.count(s) > 1), None)
@@ -232,14 +258,17 @@ def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", 
     settings = {"model": predictor.fingerprint, "checkpoint": str(Path(checkpoint).resolve()),
                 "scales": list(scales), "flip": flip, "crf": crf, "precision": dtype_name(predictor.amp),
                 "max_side": max_side}
+    if predictor.has_saliency and (saliency_upsample, saliency_crf) != ("map", False):
+        # only when not the defaults: outputs of earlier runs with the defaults are kept
+        settings.update(saliency_upsample=saliency_upsample, saliency_crf=saliency_crf)
     keep = _reusable_outputs(output, settings)
     pending = distributed.broadcast_object(
         [i for i, p in enumerate(files) if not (keep and (output / f"{p.stem}.png").exists())])
     todo = distributed.shard(pending)
     workers = 1 if predictor.device.type == "cuda" else workers
     start = time.perf_counter()
-    results = map_images(_PredictJob, (checkpoint, device, scales, flip, crf, amp, max_side, files, output), todo,
-                         workers, "predict", progress and distributed.is_main())
+    job = (checkpoint, device, scales, flip, crf, amp, max_side, files, output, saliency_upsample, saliency_crf)
+    results = map_images(_PredictJob, job, todo, workers, "predict", progress and distributed.is_main())
     elapsed = time.perf_counter() - start
     log.info("predict: %d images in %.1f s (%.2f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
     gathered = [result for rank_results in distributed.all_gather(results) for result in rank_results]

@@ -3,11 +3,14 @@ recorded how it was built.
 
 A ``model.pt`` holds ``kind`` (one of :data:`MODEL_KINDS`) and ``meta`` with the class names,
 the backbone's name, the output stride and, for the DeepLab-style networks, the head and its
-rates: :func:`load_model` rebuilds the network from that alone.
+rates, and ``options``: keyword arguments of the kind's builder beyond those (SSNet's
+``head_skip``; absent in older files: the builder's defaults). :func:`load_model` rebuilds the
+network from that alone.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +49,8 @@ def _seg_net(backbone, num_classes: int, head: str, rates) -> nn.Module:
     return SegNet(backbone, num_classes, head, rates)
 
 
-def _ssnet(backbone, num_classes: int, head: str, rates) -> nn.Module:
-    return SSNet(backbone, num_classes, head, rates)
+def _ssnet(backbone, num_classes: int, head: str, rates, head_skip: bool = False) -> nn.Module:
+    return SSNet(backbone, num_classes, head, rates, head_skip=head_skip)
 
 
 MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
@@ -75,13 +78,20 @@ def register_model(kind: str, build: Callable[..., nn.Module], title: str, train
 
 def build_model(kind: str, backbone: str, output_stride: int, num_classes: int, head: str = "aspp",
                 rates: Sequence[int] = DEFAULT_RATES, pretrained: bool = True,
-                backbone_checkpoint: Optional[Union[str, Path]] = None) -> nn.Module:
+                backbone_checkpoint: Optional[Union[str, Path]] = None, options: Optional[dict] = None) -> nn.Module:
     """A network of ``kind`` on the named backbone (ImageNet weights when ``pretrained``, or the
-    user's ``backbone_checkpoint``); ``num_classes`` counts background."""
+    user's ``backbone_checkpoint``); ``num_classes`` counts background. ``options``: keyword
+    arguments of the kind's builder (recorded as ``meta["options"]``, e.g. ``{"head_skip": True}``)."""
     if kind not in MODEL_KINDS:
         raise WsssError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    options = options or {}
+    try:  # checked before the backbone is built: a model file of a newer wsss names options this one lacks
+        inspect.signature(MODEL_KINDS[kind]).bind(None, num_classes, head, rates, **options)
+    except TypeError:
+        raise WsssError(f"a {_TITLES.get(kind, kind)} model has no option(s) {', '.join(sorted(options))} in this "
+                        "version of wsss; update wsss to load it") from None
     net = build_backbone(backbone, output_stride, pretrained=pretrained, checkpoint=backbone_checkpoint)
-    return MODEL_KINDS[kind](net, num_classes, head, rates)
+    return MODEL_KINDS[kind](net, num_classes, head, rates, **options)
 
 
 @dataclass
@@ -127,6 +137,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
         log.warning("%s: trained with output_stride %s, the config asks for %s; using %s (the weights fit either "
                     "stride, the outputs differ)", path, trained, output_stride, output_stride)
     model = build_model(found, meta["backbone"], output_stride or trained, len(meta["class_names"]),
-                        meta.get("head", "aspp"), meta.get("rates", DEFAULT_RATES), pretrained=False)
+                        meta.get("head", "aspp"), meta.get("rates", DEFAULT_RATES), pretrained=False,
+                        options=meta.get("options"))
     load_weights(model, payload["model"], path, "was it trained with another backbone or class list?")
     return LoadedModel(model.to(device).eval(), found, meta, payload.get("fingerprint"), path)

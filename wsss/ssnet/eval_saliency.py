@@ -8,9 +8,14 @@ there, as the benchmarks are scored.
 
     wsss eval-saliency --checkpoint runs/ssnet_msrc/ssnet2/model.pt --data ../shared/data/ecssd
 
-writes ``eval/saliency_<model>.json`` (``<model>``: the checkpoint's folder, e.g. ``ssnet2``)
-into the run directory, one entry per dataset, and ``<model>/saliency/<dataset>`` into
-summary.json (the ``single-scale`` variant, as ``eval-ssnet`` names it).
+writes ``eval/saliency_<model>.json`` (``<model>``: the checkpoint's folder, e.g. ``ssnet2``;
+``saliency_<model>_<variant>.json`` for another variant than the default) into the run
+directory, one entry per dataset, and ``<model>/saliency/<dataset>`` into summary.json under the
+variant's name (:func:`variant_name`: ``single-scale`` by default, as ``eval-ssnet`` names it).
+
+Sharper maps (issue 13, ``wsss.ssnet.saliency``): ``--scales 0.75 1 1.25 --flip`` averages over
+scales and mirror images, ``--saliency-crf`` (or ``ssnet.saliency_crf``) refines each map with a
+two-label dense CRF, ``--set ssnet.saliency_upsample=logits`` aggregates S from upsampled logits.
 """
 
 from __future__ import annotations
@@ -104,10 +109,23 @@ def _earlier_results(path: Path, settings: dict) -> dict:
     return earlier.get("datasets", {}) if earlier.get("settings") == settings else {}
 
 
+def variant_name(scales: Sequence[float], flip: bool, upsample: str = "map", crf: bool = False) -> str:
+    """``single-scale`` or ``multi-scale`` (eval-ssnet's names), then ``+flip``, ``+logits`` (logits
+    upsampled before the aggregation) and ``+crf`` for what is on, e.g. ``multi-scale+flip+crf``."""
+    parts = [SINGLE_SCALE if list(scales) == [1.0] else "multi-scale"]
+    parts += [name for name, on in (("flip", flip), ("logits", upsample == "logits"), ("crf", crf)) if on]
+    return "+".join(parts)
+
+
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait
-def run(ctx: RunContext, data: Sequence[Path], checkpoint: Optional[Path] = None) -> dict:
+def run(ctx: RunContext, data: Sequence[Path], checkpoint: Optional[Path] = None, scales: Sequence[float] = (1.0,),
+        flip: bool = False, saliency_crf: bool = False) -> dict:
     """Score the saliency of ``checkpoint`` (default: the run's final SSNet, ``ssnet2/model.pt``)
-    on every image of each folder of ``data``; returns {dataset name: scores}."""
+    on every image of each folder of ``data``; returns {dataset name: scores}.
+
+    ``scales`` / ``flip``: average the maps over these scales (and mirror images);
+    ``saliency_crf``: refine each map by the two-label CRF (also on when ``ssnet.saliency_crf``);
+    ``ssnet.saliency_upsample`` says where the map is upsampled."""
     if not data:
         raise WsssError("eval-saliency: name a folder to score with --data DIR (images/ + masks/)")
     names = [Path(d).name for d in data]
@@ -118,31 +136,34 @@ def run(ctx: RunContext, data: Sequence[Path], checkpoint: Optional[Path] = None
     datasets = {Path(d).name: evaluation_set(Path(d), "--data") for d in data}  # every folder checked first
 
     path = required_model(checkpoint, model_path(ctx, 2), "SSNet stage-2 model", "train-ssnet --stage 2")
-    max_side = ctx.config.ssnet.eval_long_side
-    predictor = Predictor(path, ctx.config.device, max_side=max_side)
+    s = ctx.config.ssnet
+    max_side, upsample, crf = s.eval_long_side, s.saliency_upsample, saliency_crf or s.saliency_crf
+    predictor = Predictor(path, ctx.config.device, max_side=max_side, saliency_upsample=upsample, saliency_crf=crf)
     if not predictor.has_saliency:
         raise WsssError(f"{path}: a segmentation model gives no saliency maps; pass the model.pt of "
                         "`wsss train-ssnet` (an SSNet)")
     label = path.resolve().parent.name  # ssnet1 / ssnet2 for a run's own models
     settings = {"checkpoint": str(path.resolve()), "model": predictor.fingerprint, "max_side": max_side,
-                "scales": [1.0], "flip": False}
-    out = ctx.layout.eval_file("saliency", label)
+                "scales": list(scales), "flip": flip, "saliency_upsample": upsample, "saliency_crf": crf}
+    variant = variant_name(scales, flip, upsample, crf)
+    # one file per variant, the default's named as before: scoring one variant keeps the others'
+    out = ctx.layout.eval_file("saliency", label if variant == SINGLE_SCALE else f"{label}_{variant}")
     results = _earlier_results(out, settings)
 
     rows = {}
     for name, dataset in datasets.items():
         start = time.perf_counter()
-        scores = score_saliency(predictor, dataset, {SINGLE_SCALE: ([1.0], False)}, ctx.progress,
-                                f"eval-saliency {name}")[SINGLE_SCALE]
+        scores = score_saliency(predictor, dataset, {variant: (scales, flip)}, ctx.progress,
+                                f"eval-saliency {name}")[variant]
         seconds = time.perf_counter() - start
         log.info("eval-saliency: %s, %d images in %.1f s (%.2f s/image)", name, len(dataset), seconds,
                  seconds / len(dataset))
         rows[name] = scores
         results[name] = {**scores, "data": str(Path(dataset.root).resolve()), "seconds": round(seconds, 1)}
         key = f"{label}/saliency/{name}"
-        ctx.update_summary(key, {**ctx.summary().get(key, {}), SINGLE_SCALE: scores})
+        ctx.update_summary(key, {**ctx.summary().get(key, {}), variant: scores})
     save_json(out, {"settings": settings, "datasets": results})
     side = f", long side <= {max_side} px" if max_side else ""
-    print(format_saliency_table(rows, f"saliency of {path} (single scale{side}; scored at each image's size)"))
+    print(format_saliency_table(rows, f"saliency of {path} ({variant}{side}; scored at each image's size)"))
     print(f"eval-saliency: scores in {out}")
     return rows

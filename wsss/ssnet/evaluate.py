@@ -64,7 +64,8 @@ def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Opti
     s = cfg.ssnet
     split = split or cfg.data.val_split or cfg.data.train_split
     path = required_model(checkpoint, model_path(ctx, stage), f"SSNet stage-{stage} model", f"train-ssnet --stage {stage}")
-    predictor = Predictor(path, cfg.device, max_side=s.eval_long_side)
+    predictor = Predictor(path, cfg.device, max_side=s.eval_long_side, saliency_upsample=s.saliency_upsample,
+                          saliency_crf=s.saliency_crf)
     if not predictor.has_saliency:
         raise WsssError(f"{path}: not an SSNet model; use `wsss eval-seg` for a segmentation model")
     name = ctx.output_name(split, root)
