@@ -404,6 +404,13 @@ def test_walk_scores_normalise_and_put_a_constant_background_first():
     assert walk_scores(walked, size=(4, 6)).shape == (3, 4, 6)
     assert torch.all(walk_scores(torch.zeros(1, 2, 3))[1:] == 0)
     assert walk_scores(torch.zeros(0, 2, 3), size=(4, 5)).shape == (1, 4, 5)
+    # irn.walk_normalize: none keeps the walked maps on the CAMs' scale: 0.1 loses to a 0.15
+    # background there, but wins once divided by the maximum (0.25)
+    small = walked / 10
+    kept = walk_scores(small, 0.15, normalize=False)
+    torch.testing.assert_close(kept[1:], small)
+    assert scores_to_labels(kept.numpy(), np.array([3, 7])).tolist() == [[4, 4, 0], [0, 0, 8]]
+    assert scores_to_labels(walk_scores(small, 0.15).numpy(), np.array([3, 7])).tolist() == [[4, 4, 0], [0, 8, 8]]
 
 
 # ------------------------------------------------------------------ the pipeline, end to end

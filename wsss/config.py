@@ -204,6 +204,10 @@ class IrnConfig(TrainStageConfig):
     steps: int = Field(256, ge=0)
     walk_bg_threshold: Optional[float] = Field(0.25, gt=0, lt=1)
     walk_bg_factor: float = Field(1.0, gt=0)
+    # "max": the walked maps divided by their global maximum before they meet the background
+    # score (IRN); "none": left on the CAMs' scale, so an auto background (t*) means what it
+    # means for the CAMs themselves
+    walk_normalize: Literal["max", "none"] = "max"
     crf: bool = True  # also the pseudo labels after a dense CRF (rw_crf/); train-seg then uses those
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     # worker processes of make-irn-labels and make-irn-pseudo on CPU; 0 = one per core
@@ -227,6 +231,10 @@ class DeepLabConfig(TrainStageConfig):
     # rate far below what most of its weights could take (short schedules, the demo).
     optimizer: Literal["sgd", "adam"] = "sgd"
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Sharper borders: a 1x1-reduced skip from the backbone's stride-4 level refines the upsampled
+    # logits (a tiny DeepLab-v3+ decoder, wsss.models.segmentation.LowLevelSkip); recorded in
+    # model.pt's meta. Left out of the training fingerprint when off (ADDED_TRAINING_KEYS).
+    head_skip: bool = False
 
 
 class SegConfig(DeepLabConfig):
@@ -296,10 +304,6 @@ class SsnetStageConfig(DeepLabConfig):
     # Stage 2 only: start from the stage-1 weights instead of ImageNet (the paper trains a
     # fresh network; starting from stage 1 needs fewer epochs).
     init_from_stage1: bool = False
-    # Sharper borders (issue 13): a 1x1-reduced skip from the backbone's stride-4 level refines the
-    # upsampled logits (a tiny DeepLab-v3+ decoder, wsss.models.ssnet.LowLevelSkip); recorded in
-    # model.pt's meta. Left out of the stage fingerprint when off.
-    head_skip: bool = False
 
 
 class SsnetConfig(Section):

@@ -30,6 +30,18 @@ def config_fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+ADDED_TRAINING_KEYS = {"head_skip": False}
+"""Settings added after models were trained: left out of a training fingerprint at these defaults,
+so that the finished models of earlier configs still count as finished."""
+
+
+def training_settings(section) -> dict:
+    """A config section as a training fingerprint sees it: every key, less those of
+    :data:`ADDED_TRAINING_KEYS` at their default."""
+    dump = section.model_dump(mode="json")
+    return {k: v for k, v in dump.items() if k not in ADDED_TRAINING_KEYS or v != ADDED_TRAINING_KEYS[k]}
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` atomically; through a Python file, so a full disk is an OSError (a clear
     error from :func:`atomic_path`), not torch's "unexpected pos"."""

@@ -64,14 +64,14 @@ def boundary_map(model: IRNet, image: np.ndarray, device: torch.device, amp=None
 
 
 def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: float, steps: int,
-                  bg_threshold: float) -> np.ndarray:
+                  bg_threshold: float, normalize: bool = True) -> np.ndarray:
     """(h, w) boundary map, (K, H, W) normalised CAMs -> (K+1, H, W) float32 scores at image
     size, background first (the CAMs are area-averaged to the grid, walked, upsampled)."""
     size = cams.shape[1:]
     low = F.adaptive_avg_pool2d(torch.from_numpy(cams).to(boundary)[None], boundary.shape)[0]
     # an image labelled with no class has nothing to walk: all background (a real negative)
     walked = boundary_walk(low, boundary, radius=radius, beta=beta, steps=steps) if len(low) else low
-    return walk_scores(walked, bg_threshold, size=size).cpu().numpy()
+    return walk_scores(walked, bg_threshold, size=size, normalize=normalize).cpu().numpy()
 
 
 class IrnPseudoLabeler:
@@ -89,7 +89,8 @@ class IrnPseudoLabeler:
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
         with torch.inference_mode():
             boundary = boundary_map(self.model, image, self.ctx.device, self.amp)
-            scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold)
+            scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold,
+                                   irn.walk_normalize == "max")
         if irn.crf:
             probs = scores / scores.sum(axis=0, keepdims=True).clip(min=1e-8)
             refined = crf_refiner(self.ctx.config.crf, image)(probs)
@@ -107,7 +108,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     irn = ctx.config.irn
     bg_threshold = walk_background(ctx)
     settings = {"method": "irn", "irn_net": model_fingerprint(irn_file(ctx, checkpoint)), "bg_threshold": bg_threshold,
-                "beta": irn.beta, "steps": irn.steps, "radius": irn.walk_radius,
+                "beta": irn.beta, "steps": irn.steps, "radius": irn.walk_radius, "normalize": irn.walk_normalize,
                 "crf": ctx.config.crf.model_dump() if irn.crf else None, "cams": cam_settings(ctx, split, root)}
     amp = autocast_dtype(ctx.config.amp, ctx.device)
     if amp is not None:

@@ -18,6 +18,7 @@ def irn_walker(ctx: RunContext) -> Walker:
     model = load_irn_model(ctx)
     amp = autocast_dtype(ctx.config.amp, ctx.device)
     radius = ctx.config.irn.walk_radius
+    normalize = ctx.config.irn.walk_normalize == "max"
 
     def prepare(image: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
@@ -25,7 +26,7 @@ def irn_walker(ctx: RunContext) -> Walker:
 
     def labels(boundary, cams, keys, beta, steps, threshold):
         with torch.inference_mode():
-            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold), keys)
+            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold, normalize), keys)
 
     return Walker(prepare, labels, lambda best: f"--set irn.beta={best['beta']:g} --set irn.steps={best['steps']} "
                                                 f"--set irn.walk_bg_threshold={best['bg_threshold']}")

@@ -73,12 +73,15 @@ def boundary_walk(
 
 
 def walk_scores(
-    walked: Tensor, bg_threshold: float = IRN_SEM_BG_THRESHOLD, size: tuple[int, int] | None = None
+    walked: Tensor, bg_threshold: float = IRN_SEM_BG_THRESHOLD, size: tuple[int, int] | None = None,
+    normalize: bool = True,
 ) -> Tensor:
     """[labels] (C, h, w) walked maps -> (C + 1, H, W) scores, background first.
 
     The maps are bilinearly resized to ``size`` (when given; IRN: x4, cropped to the image),
-    divided by their maximum over all classes and pixels, and a constant ``bg_threshold``
+    divided by their maximum over all classes and pixels (IRN; with ``normalize`` False they
+    stay on the scale of the CAMs they were walked from, each normalised to max 1 before the
+    walk, whose column-stochastic T keeps their mass), and a constant ``bg_threshold``
     channel is put in front. ``wsss.cam.seeds.scores_to_labels(scores, keys)`` arg-maxes them into
     a label map, as for PSA's walked scores.
 
@@ -95,7 +98,10 @@ def walk_scores(
     elif size is not None:
         walked = walked.new_zeros(0, *size)
     peak = float(walked.max()) if walked.numel() else 0.0
-    normalised = walked / peak if peak > 0 else torch.zeros_like(walked)
+    if not normalize:
+        normalised = walked
+    else:
+        normalised = walked / peak if peak > 0 else torch.zeros_like(walked)
     background = normalised.new_full((1, *normalised.shape[-2:]), float(bg_threshold))
     return torch.cat([background, normalised])
 

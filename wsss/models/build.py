@@ -45,8 +45,8 @@ def _irn(backbone, num_classes: int, head: str, rates) -> nn.Module:
     return IRNet(backbone)
 
 
-def _seg_net(backbone, num_classes: int, head: str, rates) -> nn.Module:
-    return SegNet(backbone, num_classes, head, rates)
+def _seg_net(backbone, num_classes: int, head: str, rates, head_skip: bool = False) -> nn.Module:
+    return SegNet(backbone, num_classes, head, rates, head_skip=head_skip)
 
 
 def _ssnet(backbone, num_classes: int, head: str, rates, head_skip: bool = False) -> nn.Module:
@@ -92,6 +92,12 @@ def build_model(kind: str, backbone: str, output_stride: int, num_classes: int, 
                         "version of wsss; update wsss to load it") from None
     net = build_backbone(backbone, output_stride, pretrained=pretrained, checkpoint=backbone_checkpoint)
     return MODEL_KINDS[kind](net, num_classes, head, rates, **options)
+
+
+def deeplab_options(section) -> dict:
+    """The builder options of a DeepLab network (segmentation, SSNet) from its config section
+    (``DeepLabConfig``), recorded as ``meta["options"]`` of its model.pt."""
+    return {"head_skip": section.head_skip}
 
 
 @dataclass

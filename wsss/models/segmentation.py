@@ -53,10 +53,41 @@ class LargeFOV(nn.Module):
         return self.body(x)
 
 
-class SegNet(nn.Module):
-    """forward: (B, 3, H, W) 0..255 RGB -> (B, C, H/s, W/s) class logits (s = backbone stride)."""
+class LowLevelSkip(nn.Module):
+    """(B, C, h, w) class logits at stride s, (B, D, H', W') stride-4 features -> (B, C, H', W')
+    logits at stride 4: the logits upsampled, plus a correction from the low-level features.
 
-    def __init__(self, backbone: Backbone, num_classes: int, head: str = "aspp", rates: Sequence[int] = (6, 12, 18, 24)):
+    A tiny DeepLab-v3+ decoder (Chen et al., ECCV 2018, Sec. 3.1: low-level features reduced by
+    a 1x1 conv, concatenated with the upsampled high-level output, refined by a 3x3 conv). Here
+    the high-level output is already the class logits (DeepLab-v2's ASPP sums class maps), so
+    the 3x3 conv maps [upsampled logits; reduced low level] to a residual on the logits. It is
+    zero-initialised: a new model starts as the plain network (its logits bilinearly upsampled)
+    and learns where edges of the stride-4 level should move object borders.
+    """
+
+    def __init__(self, low_channels: int, num_classes: int, reduced: int = 32):
+        super().__init__()
+        # the level is a BatchNorm output of arbitrary per-image scale: normalised as SegNet's
+        # deep features are (no parameters, the same in training and inference)
+        self.normalize = nn.GroupNorm(math.gcd(8, low_channels), low_channels, affine=False)
+        self.reduce = nn.Conv2d(low_channels, reduced, 1, bias=False)
+        self.fuse = nn.Conv2d(num_classes + reduced, num_classes, 3, padding=1)
+        nn.init.kaiming_normal_(self.reduce.weight, nonlinearity="relu")  # not zero: fuse's gradient needs it
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
+
+    def forward(self, logits: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(logits, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        reduced = F.relu(self.reduce(self.normalize(low)))
+        return up + self.fuse(torch.cat([up, reduced], dim=1))
+
+
+class SegNet(nn.Module):
+    """forward: (B, 3, H, W) 0..255 RGB -> (B, C, H/s, W/s) class logits (s = backbone stride;
+    4 with ``head_skip``)."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, head: str = "aspp", rates: Sequence[int] = (6, 12, 18, 24),
+                 head_skip: bool = False):
         super().__init__()
         self.backbone = backbone
         channels = backbone.channels[-1]
@@ -71,12 +102,17 @@ class SegNet(nn.Module):
             self.head = LargeFOV(channels, num_classes)
         else:
             raise ValueError(f"unknown head {head!r}; use aspp or largefov")
+        # with head_skip the logits come at stride 4 (LowLevelSkip on the backbone's first level)
+        self.skip = LowLevelSkip(backbone.channels[0], num_classes) if head_skip else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.normalize(self.backbone(images)[-1]))
+        levels = self.backbone(images)
+        logits = self.head(self.normalize(levels[-1]))
+        return self.skip(logits, levels[0]) if self.skip is not None else logits
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"pretrained": list(self.backbone.parameters()), "new": list(self.head.parameters())}
+        new = list(self.head.parameters()) + (list(self.skip.parameters()) if self.skip is not None else [])
+        return {"pretrained": list(self.backbone.parameters()), "new": new}
 
 
 def logits_at(model: nn.Module, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -3,12 +3,10 @@ aggregation module (SAM) that scores how salient each class is (see ``wsss.ssnet
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .backbone import Backbone
 from .segmentation import SegNet
@@ -34,35 +32,6 @@ class SaliencyAggregation(nn.Module):
         return self.fc(features.mean(dim=(2, 3)))
 
 
-class LowLevelSkip(nn.Module):
-    """(B, C, h, w) class logits at stride s, (B, D, H', W') stride-4 features -> (B, C, H', W')
-    logits at stride 4: the logits upsampled, plus a correction from the low-level features.
-
-    A tiny DeepLab-v3+ decoder (Chen et al., ECCV 2018, Sec. 3.1: low-level features reduced by
-    a 1x1 conv, concatenated with the upsampled high-level output, refined by a 3x3 conv). Here
-    the high-level output is already the class logits (DeepLab-v2's ASPP sums class maps), so
-    the 3x3 conv maps [upsampled logits; reduced low level] to a residual on the logits. It is
-    zero-initialised: a new model starts as the plain SSNet (its logits bilinearly upsampled)
-    and learns where edges of the stride-4 level should move object borders.
-    """
-
-    def __init__(self, low_channels: int, num_classes: int, reduced: int = 32):
-        super().__init__()
-        # the level is a BatchNorm output of arbitrary per-image scale: normalised as SegNet's
-        # deep features are (no parameters, the same in training and inference)
-        self.normalize = nn.GroupNorm(math.gcd(8, low_channels), low_channels, affine=False)
-        self.reduce = nn.Conv2d(low_channels, reduced, 1, bias=False)
-        self.fuse = nn.Conv2d(num_classes + reduced, num_classes, 3, padding=1)
-        nn.init.kaiming_normal_(self.reduce.weight, nonlinearity="relu")  # not zero: fuse's gradient needs it
-        nn.init.zeros_(self.fuse.weight)
-        nn.init.zeros_(self.fuse.bias)
-
-    def forward(self, logits: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(logits, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        reduced = F.relu(self.reduce(self.normalize(low)))
-        return up + self.fuse(torch.cat([up, reduced], dim=1))
-
-
 class SSNet(SegNet):
     """forward: (B, 3, H, W) 0..255 RGB -> ((B, C+1, H/s, W/s) class logits, (B, C) v logits).
 
@@ -73,20 +42,17 @@ class SSNet(SegNet):
 
     def __init__(self, backbone: Backbone, num_classes: int, head: str = "aspp", rates: Sequence[int] = (6, 12, 18, 24),
                  head_skip: bool = False):
-        super().__init__(backbone, num_classes, head, rates)
+        super().__init__(backbone, num_classes, head, rates, head_skip)
         self.sam = SaliencyAggregation(backbone.channels[-1], num_classes - 1)
-        self.skip = LowLevelSkip(backbone.channels[0], num_classes) if head_skip else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         levels = self.backbone(images)
         features = levels[-1]
-        logits = self.head(features)
+        logits = self.head(features)  # the reference feeds the features as they are (no GroupNorm)
         if self.skip is not None:
             logits = self.skip(logits, levels[0])
         return logits, self.sam(features)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        new = list(self.head.parameters()) + list(self.sam.parameters())
-        if self.skip is not None:
-            new += list(self.skip.parameters())
-        return {"pretrained": list(self.backbone.parameters()), "new": new}
+        groups = super().param_groups()
+        return {"pretrained": groups["pretrained"], "new": groups["new"] + list(self.sam.parameters())}

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
 from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..engine.checkpoint import training_settings
 from ..errors import WsssError
 from ..io import IGNORE_INDEX
 from ..models import build_model
+from ..models.build import deeplab_options
 from ..models.segmentation import SegNet, logits_at
 from ..run.context import RunContext
 
@@ -44,7 +46,8 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         if missing:
             raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run `wsss make-pseudo --split {split}` first")
         load_target = LabelMapFolder(folder, voc.ids)
-    fingerprint = config_fingerprint({"seg": cfg.seg.model_dump(mode="json", exclude={"eval_scales", "eval_crf"}),
+    seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf")}
+    fingerprint = config_fingerprint({"seg": seg_settings,
                                       "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
                                       "split": split, "seed": cfg.seed})
     final = ctx.layout.seg_model(labels)
@@ -54,7 +57,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
     seed_everything(cfg.seed)
     s = cfg.seg
     model = build_model("segmentation", cfg.backbone.name, s.output_stride, voc.num_classes, s.head, s.rates,
-                        **ctx.backbone_weights())
+                        **ctx.backbone_weights(), options=deeplab_options(s))
     job = TrainJob(
         kind="segmentation", model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, JointAugment.from_config(s), cfg.seed, target=load_target),
@@ -62,6 +65,6 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         fingerprint=fingerprint, num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
         optimizer=s.optimizer, adam_betas=tuple(s.adam_betas),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": s.output_stride,
-              "head": s.head, "rates": list(s.rates), "labels": labels},
+              "head": s.head, "rates": list(s.rates), "labels": labels, "options": deeplab_options(s)},
     )
     return train(job)

@@ -30,10 +30,11 @@ from ..data.demo import demo_saliency_complete, generate_demo_saliency
 from ..data.saliency import MixedCrops, SaliencyDataset, saliency_ids, split_holdout
 from ..data.transforms import JointAugment
 from ..engine import TrainJob, config_fingerprint, finished_model, load_model_weights, model_fingerprint, seed_everything, train
-from ..engine.checkpoint import read_wsss_file
+from ..engine.checkpoint import read_wsss_file, training_settings
 from ..errors import WsssError
 from ..io import save_json
 from ..models import build_model, load_model
+from ..models.build import deeplab_options
 from ..models.ssnet import SSNet
 from ..run.context import RunContext, required_model
 from .losses import classification_loss, pseudo_label_loss, saliency_loss
@@ -139,27 +140,13 @@ def lr_schedule(stage_cfg: SsnetStageConfig):
     return lambda step, total: gamma ** (step // every)
 
 
-# Stage settings added after models were trained: left out of the fingerprint at these defaults,
-# so that the finished models of earlier configs still count as finished.
-ADDED_STAGE_KEYS = {"head_skip": False}
-
-
-def stage_settings(stage_cfg: SsnetStageConfig) -> dict:
-    """The stage config as fingerprinted: every key, less those of ADDED_STAGE_KEYS at their default."""
-    dump = stage_cfg.model_dump(mode="json")
-    return {k: v for k, v in dump.items() if k not in ADDED_STAGE_KEYS or v != ADDED_STAGE_KEYS[k]}
-
-
-def model_options(stage_cfg: SsnetStageConfig) -> dict:
-    """Keyword arguments of SSNet's builder (``meta["options"]`` of model.pt; see wsss.models.build)."""
-    return {"head_skip": stage_cfg.head_skip}
 
 
 def stage_fingerprint(ctx: RunContext, stage: int, class_names: list[str], extra: dict) -> str:
     cfg = ctx.config
     s = cfg.ssnet
     return config_fingerprint({
-        "stage": stage, "train": stage_settings(stage_config(ctx, stage)),
+        "stage": stage, "train": training_settings(stage_config(ctx, stage)),
         "weights": [s.cls_weight, s.sal_weight, s.seg_weight if stage == 2 else 0], "negative": s.saliency_negative,
         "saliency": {"root": str(s.saliency.root), "holdout_every": s.saliency.holdout_every},
         "backbone": cfg.backbone.model_dump(mode="json"), "classes": class_names,
@@ -208,7 +195,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
     model = build_model(KIND, cfg.backbone.name, stage_cfg.output_stride, voc.num_classes, stage_cfg.head,
                         stage_cfg.rates, pretrained=cfg.backbone.pretrained and init is None,
                         backbone_checkpoint=None if init is not None else cfg.backbone.checkpoint,
-                        options=model_options(stage_cfg))
+                        options=deeplab_options(stage_cfg))
     if init is not None:
         load_model_weights(model, init, KIND, stage_cfg.output_stride)
         log.info("train-ssnet: stage 2 starts from %s", init)
@@ -224,6 +211,6 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
         optimizer=stage_cfg.optimizer, adam_betas=tuple(stage_cfg.adam_betas), lr_schedule=lr_schedule(stage_cfg),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": stage_cfg.output_stride,
               "head": stage_cfg.head, "rates": list(stage_cfg.rates), "stage": stage,
-              "options": model_options(stage_cfg)},
+              "options": deeplab_options(stage_cfg)},
     )
     return train(job)
