@@ -114,3 +114,18 @@ def test_affinity_walk_and_pseudo_labels(pseudo_run):
     # the walk propagates from the CAMs: its labels must score in the same league or better
     assert result["rw"]["miou"] > cam_miou - 10, (result, cam_miou)
     assert result["rw_crf"]["miou"] > 0
+
+
+def test_a_stage_turned_off_loses_its_score(pseudo_run, tmp_path):
+    """make-pseudo with walk.crf off discards the CRF labels (other settings), and eval-pseudo
+    then drops their old score from summary.json instead of showing it beside the new one."""
+    config, pseudo_run_dir = pseudo_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(pseudo_run_dir, run_dir)
+    assert "rw_crf/train" in json.loads((run_dir / "summary.json").read_text())
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress", "--set", "walk.crf=false"]
+    assert main(["make-pseudo", *common, "--split", "train"]) == 0
+    assert main(["eval-pseudo", *common, "--split", "train"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "rw/train" in summary and "rw_crf/train" not in summary
+    assert not (run_dir / "pseudo" / "train" / "rw_crf").exists()

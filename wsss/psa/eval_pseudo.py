@@ -41,6 +41,9 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     if not columns:
         raise WsssError(f"{base}: no pseudo labels to score; run `wsss make-pseudo --split {split}` first")
     save_json(ctx.layout.eval_file("pseudo", name), {"split": split, "results": results, "per_class_iou": columns})
+    for key in ("rw", "rw_crf"):  # a stage not run now (walk.crf off) loses its older score
+        if key not in results:
+            ctx.update_summary(f"{key}/{name}", None)
     for key, value in results.items():
         ctx.update_summary(f"{key}/{name}", value)
     print(format_iou_table(columns, title=f"pseudo labels {name}"))

@@ -118,11 +118,18 @@ class RunContext:
         return f"{Path(root).resolve().name}-{split}"
 
     def update_summary(self, key: str, value) -> None:
+        """Set ``key`` of summary.json to ``value``; None removes the key (a stage whose outputs
+        are gone must not keep showing their score)."""
         if not distributed.is_main():
             return
         path = self.layout.summary
         summary = json.loads(path.read_text()) if path.exists() else {}
-        summary[key] = value
+        if value is None:
+            if key not in summary:
+                return
+            del summary[key]
+        else:
+            summary[key] = value
         save_json(path, summary)
 
     def summary(self) -> dict:
