@@ -134,21 +134,28 @@ class CrfConfig(Section):
     size_relative: bool = True
 
 
-class AffinityConfig(TrainStageConfig):
+class SeedConfig(Section):
+    """Confident seeds from CAMs (PSA and IRN): with ``seeds: auto`` their thresholds come from
+    the CAMs' best background threshold t* on the train split (eval-cam): foreground where
+    CAM > t* + fg_margin * (1 - t*), background where CAM < t* * bg_factor; each seed map is
+    refined by dense CRF when ``seed_crf``."""
+
+    fg_margin: float = Field(0.3, ge=0, lt=1)
+    bg_factor: float = Field(0.5, gt=0, le=1)
+    seed_crf: bool = True
+
+
+class AffinityConfig(TrainStageConfig, SeedConfig):
     """AffinityNet: seeds from CAMs, pair labels within ``radius``, training (PSA train_aff.py)."""
 
     output_stride: Literal[8, 16, 32] = 16
     radius: int = Field(5, ge=1)
     # Confident seeds. "alpha": background score (1 - max CAM)^alpha with the paper's alphas
-    # (low -> confident foreground, high -> confident background). "auto": thresholds derived
-    # from the CAMs' best background threshold t* on the train split (eval-cam): foreground
-    # where CAM > t* + fg_margin * (1 - t*), background where CAM < t* * bg_factor (an alpha is
-    # the threshold c with (1-c)^alpha = c; the paper's 4/32 are c = 0.28/0.08 around t* ~ 0.2).
+    # (low -> confident foreground, high -> confident background). "auto": see SeedConfig (an
+    # alpha is the threshold c with (1-c)^alpha = c; the paper's 4/32 are c = 0.28/0.08 around
+    # t* ~ 0.2).
     seeds: Literal["alpha", "auto"] = "alpha"
     seed_alphas: tuple[float, float] = (4.0, 32.0)
-    fg_margin: float = Field(0.3, ge=0, lt=1)
-    bg_factor: float = Field(0.5, gt=0, le=1)
-    seed_crf: bool = True
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.1, gt=0)
     head_lr_mult: float = Field(10.0, gt=0)
@@ -172,7 +179,7 @@ class WalkConfig(Section):
     workers: int = Field(1, ge=0)
 
 
-class IrnConfig(TrainStageConfig):
+class IrnConfig(TrainStageConfig, SeedConfig):
     """IRN (Ahn, Cho & Kwak, CVPR 2019): seeds, the class-boundary network, its random walk.
 
     Defaults are IRN's (jiwoon-ahn/irn) except the schedule, sized like the other stages here.
@@ -180,14 +187,10 @@ class IrnConfig(TrainStageConfig):
 
     output_stride: Literal[8, 16, 32] = 16
     # Confident seeds: "thresholds" uses seed_fg_threshold / seed_bg_threshold on the CAMs (IRN:
-    # 0.30 / 0.05); "auto" derives them from the CAMs' best background threshold t* on the train
-    # split as aff.seeds: auto does (t* + fg_margin (1 - t*) and t* bg_factor).
+    # 0.30 / 0.05); "auto": see SeedConfig
     seeds: Literal["thresholds", "auto"] = "thresholds"
     seed_fg_threshold: float = Field(0.30, gt=0, lt=1)
     seed_bg_threshold: float = Field(0.05, gt=0, lt=1)
-    fg_margin: float = Field(0.3, ge=0, lt=1)
-    bg_factor: float = Field(0.5, gt=0, le=1)
-    seed_crf: bool = True
     # pairs of the boundary loss: within this radius on the stride-4 grid (IRN: 10)
     radius: int = Field(10, ge=1)
     # IRN trains the boundary branch alone (frozen backbone) at the base rate: 3 epochs, lr 0.1,
