@@ -12,13 +12,14 @@ from PIL import Image
 
 from wsss.cli import main
 from wsss.config import SsnetStageConfig
+from wsss.engine.checkpoint import training_settings as stage_settings
 from wsss.errors import WsssError
 from wsss.inference import image_tensor, multiscale_sum, shrink_to_max_side, upsample
 from wsss.models import build_model, load_model
+from wsss.models.build import deeplab_options as model_options
 from wsss.ssnet.eval_saliency import variant_name
 from wsss.ssnet.losses import saliency_map
 from wsss.ssnet.saliency import saliency_at, saliency_crf
-from wsss.ssnet.train import model_options, stage_settings
 
 CLASSES = ["background", "disc", "box"]
 
