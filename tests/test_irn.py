@@ -512,3 +512,22 @@ def test_irn_model_kind_is_checked(irn_run, capsys):
     _, run_dir, common = irn_run
     assert main(["make-pseudo", *common, "--split", "train", "--checkpoint", str(run_dir / "irn" / "model.pt")]) == 2
     assert "not an AffinityNet model (its kind: 'irn'); pass the model.pt of `wsss train-aff`" in capsys.readouterr().err
+
+
+def test_walked_background_equals_the_dense_walk_of_psas_input():
+    """irn.walk_background: walked: PSA's (K+1)-channel input walked on IRN's affinities is the
+    dense formula's walk of it with a_ij = 1 - max of B on the segment, and stays in one region."""
+    from wsss.affinity import random_walk_dense
+    from wsss.irn.walk import walked_background_scores
+
+    torch.manual_seed(0)
+    boundary = torch.zeros(1, 6, 8)
+    boundary[0, :, 4] = 1.0  # a wall between the left and the right half
+    scores = torch.zeros(2, 6, 8, dtype=torch.float64)
+    scores[0, :, 5:] = 1.0  # background seeded right of the wall
+    scores[1, 2, 1] = 1.0  # the class seeded at one pixel on the left
+    walked = walked_background_scores(scores, boundary.double(), radius=2, beta=3.0, steps=16)
+    affinity, _ = path_max_affinity(boundary[None].double(), pair_offsets(2, half=True))
+    dense = random_walk_dense(scores, affinity=affinity[0], radius=2, beta=3.0, steps=16)
+    torch.testing.assert_close(walked, dense)
+    assert walked[1, :, :4].sum() > 0.99 * walked[1].sum()  # the class did not cross the wall

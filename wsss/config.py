@@ -211,6 +211,10 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     # score (IRN); "none": left on the CAMs' scale, so an auto background (t*) means what it
     # means for the CAMs themselves
     walk_normalize: Literal["max", "none"] = "max"
+    # "constant": IRN's background, a constant score against the walked CAMs; "walked": PSA's
+    # input on IRN's affinities: the background score (1 - max CAM)^alpha (alpha from the
+    # background threshold, (1 - c)^alpha = c) walked with the CAMs, no (1 - B) factor
+    walk_background: Literal["constant", "walked"] = "constant"
     crf: bool = True  # also the pseudo labels after a dense CRF (rw_crf/); train-seg then uses those
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     # worker processes of make-irn-labels and make-irn-pseudo on CPU; 0 = one per core

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import scores_to_labels
+from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..crf import crf_refiner
 from ..engine import model_fingerprint
 from ..inference import image_tensor
@@ -34,7 +34,7 @@ from ..models import load_model
 from ..models.irn import IRNet
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from .walk import boundary_walk, walk_scores
+from .walk import boundary_walk, walk_scores, walked_background_scores
 
 log = logging.getLogger("wsss")
 
@@ -64,10 +64,16 @@ def boundary_map(model: IRNet, image: np.ndarray, device: torch.device, amp=None
 
 
 def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: float, steps: int,
-                  bg_threshold: float, normalize: bool = True) -> np.ndarray:
+                  bg_threshold: float, normalize: bool = True, background: str = "constant") -> np.ndarray:
     """(h, w) boundary map, (K, H, W) normalised CAMs -> (K+1, H, W) float32 scores at image
-    size, background first (the CAMs are area-averaged to the grid, walked, upsampled)."""
+    size, background first (the CAMs are area-averaged to the grid, walked, upsampled).
+    ``background``: "constant" (IRN) or "walked" (PSA's background channel, walked too)."""
     size = cams.shape[1:]
+    if background == "walked":
+        scores = scores_with_background(cams, alpha_for_threshold(bg_threshold))
+        low = F.adaptive_avg_pool2d(torch.from_numpy(scores).to(boundary)[None], boundary.shape)[0]
+        walked = walked_background_scores(low, boundary, radius=radius, beta=beta, steps=steps)
+        return F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0].cpu().numpy()
     low = F.adaptive_avg_pool2d(torch.from_numpy(cams).to(boundary)[None], boundary.shape)[0]
     # an image labelled with no class has nothing to walk: all background (a real negative)
     walked = boundary_walk(low, boundary, radius=radius, beta=beta, steps=steps) if len(low) else low
@@ -90,7 +96,7 @@ class IrnPseudoLabeler:
         with torch.inference_mode():
             boundary = boundary_map(self.model, image, self.ctx.device, self.amp)
             scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold,
-                                   irn.walk_normalize == "max")
+                                   irn.walk_normalize == "max", irn.walk_background)
         if irn.crf:
             probs = scores / scores.sum(axis=0, keepdims=True).clip(min=1e-8)
             refined = crf_refiner(self.ctx.config.crf, image)(probs)
@@ -109,6 +115,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     bg_threshold = walk_background(ctx)
     settings = {"method": "irn", "irn_net": model_fingerprint(irn_file(ctx, checkpoint)), "bg_threshold": bg_threshold,
                 "beta": irn.beta, "steps": irn.steps, "radius": irn.walk_radius, "normalize": irn.walk_normalize,
+                "background": irn.walk_background,
                 "crf": ctx.config.crf.model_dump() if irn.crf else None, "cams": cam_settings(ctx, split, root)}
     amp = autocast_dtype(ctx.config.amp, ctx.device)
     if amp is not None:

@@ -33,8 +33,8 @@ log = logging.getLogger("wsss")
 KIND = "irn"
 
 # what only the walk uses: changing it must not retrain the network
-WALK_SETTINGS = {"walk_radius", "beta", "steps", "walk_bg_threshold", "walk_bg_factor", "walk_normalize", "crf",
-                 "eval_splits", "workers"}
+WALK_SETTINGS = {"walk_radius", "beta", "steps", "walk_bg_threshold", "walk_bg_factor", "walk_normalize",
+                 "walk_background", "crf", "eval_splits", "workers"}
 
 
 class BoundaryLoss:

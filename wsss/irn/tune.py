@@ -19,6 +19,7 @@ def irn_walker(ctx: RunContext) -> Walker:
     amp = autocast_dtype(ctx.config.amp, ctx.device)
     radius = ctx.config.irn.walk_radius
     normalize = ctx.config.irn.walk_normalize == "max"
+    background = ctx.config.irn.walk_background
 
     def prepare(image: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
@@ -26,7 +27,8 @@ def irn_walker(ctx: RunContext) -> Walker:
 
     def labels(boundary, cams, keys, beta, steps, threshold):
         with torch.inference_mode():
-            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold, normalize), keys)
+            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold, normalize, background),
+                                    keys)
 
     return Walker(prepare, labels, lambda best: f"--set irn.beta={best['beta']:g} --set irn.steps={best['steps']} "
                                                 f"--set irn.walk_bg_threshold={best['bg_threshold']}")

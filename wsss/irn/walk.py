@@ -72,6 +72,19 @@ def boundary_walk(
         return random_walk(cam * (1 - edge).to(cam.dtype), affinity=affinity, radius=radius, beta=beta, steps=steps)
 
 
+def walked_background_scores(
+    scores: Tensor, boundary: Tensor, *, radius: int = IRN_WALK_RADIUS, beta: float = IRN_BETA, steps: int = IRN_STEPS
+) -> Tensor:
+    """PSA's walk input on IRN's affinities: (K+1, h, w) scores with the background score first
+    (``wsss.cam.seeds.scores_with_background`` on the grid) -> the same, walked with T from the
+    boundary map's path maxima. No channel is multiplied by 1 - B: background and classes spread
+    alike, and the arg-max decides between them as in PSA."""
+    with torch.no_grad():
+        edge = boundary.detach().reshape(1, *boundary.shape[-2:]).to(scores.device)
+        affinity, _ = path_max_affinity(edge, pair_offsets(radius, half=True))
+        return random_walk(scores, affinity=affinity, radius=radius, beta=beta, steps=steps)
+
+
 def walk_scores(
     walked: Tensor, bg_threshold: float = IRN_SEM_BG_THRESHOLD, size: tuple[int, int] | None = None,
     normalize: bool = True,
