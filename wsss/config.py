@@ -216,6 +216,7 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     # background threshold, (1 - c)^alpha = c) walked with the CAMs, no (1 - B) factor
     walk_background: Literal["constant", "walked"] = "constant"
     crf: bool = True  # also the pseudo labels after a dense CRF (rw_crf/); train-seg then uses those
+    crf_power: float = Field(1.0, gt=0)  # the CRF's unary from scores^power, as walk.crf_power
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     # worker processes of make-irn-labels and make-irn-pseudo on CPU; 0 = one per core
     workers: int = Field(1, ge=0)

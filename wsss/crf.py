@@ -137,6 +137,14 @@ def dense_crf(
     return np.asarray(refined, dtype=np.float32).reshape(n_labels, height, width)
 
 
+def scores_to_probabilities(scores: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """(L, H, W) non-negative class scores (a random walk's) -> probabilities for the CRF's unary:
+    s^power renormalised per pixel. Walked scores are flat compared with a softmax: a power
+    above 1 weights the unary term that many times against the pairwise ones."""
+    probs = scores.clip(min=0) ** power
+    return probs / probs.sum(axis=0, keepdims=True).clip(min=1e-8)
+
+
 def crf_refiner(config: CrfConfig, image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """probs (L, H, W) -> CRF-refined probs of ``image`` (H, W, 3), with the ``crf`` section's settings."""
 

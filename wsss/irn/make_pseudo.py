@@ -26,7 +26,7 @@ from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
-from ..crf import crf_refiner
+from ..crf import crf_refiner, scores_to_probabilities
 from ..engine import model_fingerprint
 from ..inference import image_tensor
 from ..io import save_palette_png
@@ -98,8 +98,7 @@ class IrnPseudoLabeler:
             scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold,
                                    irn.walk_normalize == "max", irn.walk_background)
         if irn.crf:
-            probs = scores / scores.sum(axis=0, keepdims=True).clip(min=1e-8)
-            refined = crf_refiner(self.ctx.config.crf, image)(probs)
+            refined = crf_refiner(self.ctx.config.crf, image)(scores_to_probabilities(scores, irn.crf_power))
             save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
         # written last: its presence marks the image finished
         save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(scores, keys))
@@ -116,7 +115,8 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     settings = {"method": "irn", "irn_net": model_fingerprint(irn_file(ctx, checkpoint)), "bg_threshold": bg_threshold,
                 "beta": irn.beta, "steps": irn.steps, "radius": irn.walk_radius, "normalize": irn.walk_normalize,
                 "background": irn.walk_background,
-                "crf": ctx.config.crf.model_dump() if irn.crf else None, "cams": cam_settings(ctx, split, root)}
+                "crf": ctx.config.crf.model_dump() if irn.crf else None, "crf_power": irn.crf_power,
+                "cams": cam_settings(ctx, split, root)}
     amp = autocast_dtype(ctx.config.amp, ctx.device)
     if amp is not None:
         settings["precision"] = dtype_name(amp)

@@ -34,7 +34,7 @@ KIND = "irn"
 
 # what only the walk uses: changing it must not retrain the network
 WALK_SETTINGS = {"walk_radius", "beta", "steps", "walk_bg_threshold", "walk_bg_factor", "walk_normalize",
-                 "walk_background", "crf", "eval_splits", "workers"}
+                 "walk_background", "crf", "crf_power", "eval_splits", "workers"}
 
 
 class BoundaryLoss:

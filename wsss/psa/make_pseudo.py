@@ -25,7 +25,7 @@ from ..amp import autocast, autocast_dtype, dtype_name
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
-from ..crf import crf_refiner
+from ..crf import crf_refiner, scores_to_probabilities
 from ..engine import model_fingerprint
 from ..inference import image_tensor
 from ..io import save_npz, save_palette_png
@@ -89,9 +89,7 @@ class PseudoLabeler:
         if cfg.walk.save_scores:
             save_npz(self.out / "scores" / f"{image_id}.npz", scores=walked.astype(np.float16), keys=keys)
         if cfg.walk.crf:
-            probs = walked.clip(min=0) ** cfg.walk.crf_power
-            probs /= probs.sum(axis=0, keepdims=True).clip(min=1e-8)
-            refined = crf_refiner(cfg.crf, image)(probs)
+            refined = crf_refiner(cfg.crf, image)(scores_to_probabilities(walked, cfg.walk.crf_power))
             save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
         # written last: its presence marks the image finished
         save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(walked, keys))
