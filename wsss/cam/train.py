@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..data.crops import AugmentedCrops
 from ..data.transforms import JointAugment
-from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..engine import TrainJob, config_fingerprint, seed_everything, skip_finished, train
 from ..errors import WsssError
 from ..models import build_model
 from ..models.classifier import CamNet
@@ -47,8 +47,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         raise WsssError(f"{voc.root}: no image of split {voc.split!r} has a label; a classifier cannot learn from that")
     fingerprint = cam_fingerprint(ctx, voc.class_names)
     final = ctx.layout.cam_model
-    if finished_model(final, fingerprint):
-        log.info("train-cam: %s is complete, skipping", final)
+    if skip_finished("train-cam", final, fingerprint):
         return final
     seed_everything(cfg.seed)
     model = build_model("cam", cfg.backbone.name, cfg.cam.output_stride, voc.num_classes, **ctx.backbone_weights())
@@ -56,8 +55,8 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
     job = TrainJob(
         kind="cam", model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, augment, cfg.seed, image_labels=True), loss_fn=multilabel_loss, optim=cfg.cam,
-        out_dir=ctx.layout.cam_dir, device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
+        out_dir=ctx.layout.cam_dir, fingerprint=fingerprint,
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.cam.output_stride},
-        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        max_steps=max_steps, **ctx.train_options(),
     )
     return train(job)

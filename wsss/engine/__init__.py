@@ -15,6 +15,7 @@ from .checkpoint import (
                          model_fingerprint,
                          read_wsss_file,
                          save_checkpoint,
+                         skip_finished,
                          state_mismatch,
 )
 from .device import resolve_device, seed_everything
@@ -23,5 +24,5 @@ from .train import TrainJob, epoch_order, poly_lr, set_bn_frozen, train, unwrap
 __all__ = [
     "TrainJob", "config_fingerprint", "epoch_order", "finished_model", "first_line", "load_checkpoint",
     "load_model_weights", "load_weights", "model_fingerprint", "poly_lr", "read_wsss_file", "resolve_device",
-    "save_checkpoint", "seed_everything", "set_bn_frozen", "state_mismatch", "train", "unwrap",
+    "save_checkpoint", "seed_everything", "skip_finished", "set_bn_frozen", "state_mismatch", "train", "unwrap",
 ]

@@ -106,6 +106,15 @@ def finished_model(path: Path, fingerprint: str) -> bool:
     return payload.get("fingerprint") == fingerprint and complete
 
 
+def skip_finished(command: str, final: Path, fingerprint: str) -> bool:
+    """True when ``final`` holds the finished model of these settings (:func:`finished_model`):
+    a training command then logs that it skips and returns it instead of training again."""
+    if not finished_model(final, fingerprint):
+        return False
+    log.info("%s: %s is complete, skipping", command, final)
+    return True
+
+
 def state_mismatch(model: nn.Module, state: dict, shown: int = 3) -> str:
     """Which keys of ``state`` are missing, unexpected or of another shape than ``model``'s (the
     first ``shown`` of each)."""

@@ -20,7 +20,7 @@ import torch
 from ..affinity import downsample_labels
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
-from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..engine import TrainJob, config_fingerprint, seed_everything, skip_finished, train
 from ..errors import WsssError
 from ..models import build_model
 from ..models.irn import IRNet
@@ -73,16 +73,14 @@ def run(ctx: RunContext, max_steps: Optional[int] = None) -> Path:
     settings = seed_dir / "settings.json"
     fingerprint = irn_fingerprint(ctx, json.loads(settings.read_text()) if settings.exists() else {})
     final = ctx.layout.irn_model
-    if finished_model(final, fingerprint):
-        log.info("train-irn: %s is complete, skipping", final)
+    if skip_finished("train-irn", final, fingerprint):
         return final
     seed_everything(cfg.seed)
     model = build_model(KIND, cfg.backbone.name, cfg.irn.output_stride, voc.num_classes, **ctx.backbone_weights())
     job = TrainJob(
         kind=KIND, model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, JointAugment.from_config(cfg.irn), cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)),
-        loss_fn=BoundaryLoss(cfg.irn.radius), optim=cfg.irn, out_dir=ctx.layout.irn_dir, device=ctx.device,
-        seed=cfg.seed, fingerprint=fingerprint, num_workers=cfg.num_workers, progress=ctx.progress,
+        loss_fn=BoundaryLoss(cfg.irn.radius), optim=cfg.irn, out_dir=ctx.layout.irn_dir, fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.irn.output_stride},
     )

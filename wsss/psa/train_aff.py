@@ -15,7 +15,7 @@ import torch
 from ..affinity import affinity_from_features, affinity_loss, downsample_labels, pair_labels, pair_offsets
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
-from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..engine import TrainJob, config_fingerprint, seed_everything, skip_finished, train
 from ..errors import WsssError
 from ..models import build_model
 from ..models.affinity_net import AffinityNet
@@ -58,8 +58,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-aff-labels` first")
     fingerprint = aff_fingerprint(ctx)
     final = ctx.layout.affinity_model
-    if finished_model(final, fingerprint):
-        log.info("train-aff: %s is complete, skipping", final)
+    if skip_finished("train-aff", final, fingerprint):
         return final
     seed_everything(cfg.seed)
     model = build_model("affinity", cfg.backbone.name, cfg.aff.output_stride, voc.num_classes, **ctx.backbone_weights())
@@ -68,8 +67,8 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
         kind="affinity", model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, augment, cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)),
         loss_fn=AffinityLoss(cfg.aff.radius), optim=cfg.aff,
-        out_dir=ctx.layout.affinity_dir, device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
+        out_dir=ctx.layout.affinity_dir, fingerprint=fingerprint,
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.aff.output_stride},
-        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        max_steps=max_steps, **ctx.train_options(),
     )
     return train(job)

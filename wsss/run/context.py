@@ -47,9 +47,11 @@ class RunContext:
         self.progress = self.progress and distributed.is_main()
 
     def train_options(self) -> dict:
-        """The run-wide TrainJob settings every training step passes on (AMP, SyncBN, checkpoints)."""
+        """The run-wide TrainJob settings every training step passes on: device, seed, loader
+        workers, progress bar, AMP, SyncBN and checkpoints."""
         cfg = self.config
-        return {"amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
+        return {"device": self.device, "seed": cfg.seed, "num_workers": cfg.num_workers, "progress": self.progress,
+                "amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
 
     def pseudo_label_dir(self, split: str, root: Optional[Path] = None) -> Path:
         """The random walk's pseudo labels of a split that train the segmentation network: after

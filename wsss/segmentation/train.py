@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
-from ..engine import TrainJob, config_fingerprint, finished_model, seed_everything, train
+from ..engine import TrainJob, config_fingerprint, seed_everything, skip_finished, train
 from ..engine.checkpoint import training_settings
 from ..errors import WsssError
 from ..io import IGNORE_INDEX
@@ -51,8 +51,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
                                       "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
                                       "split": split, "seed": cfg.seed})
     final = ctx.layout.seg_model(labels)
-    if finished_model(final, fingerprint):
-        log.info("train-seg: %s is complete, skipping", final)
+    if skip_finished("train-seg", final, fingerprint):
         return final
     seed_everything(cfg.seed)
     s = cfg.seg
@@ -61,8 +60,8 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
     job = TrainJob(
         kind="segmentation", model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, JointAugment.from_config(s), cfg.seed, target=load_target),
-        loss_fn=seg_loss, optim=s, out_dir=ctx.layout.seg_dir(labels), device=ctx.device, seed=cfg.seed,
-        fingerprint=fingerprint, num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        loss_fn=seg_loss, optim=s, out_dir=ctx.layout.seg_dir(labels), fingerprint=fingerprint,
+        max_steps=max_steps, **ctx.train_options(),
         optimizer=s.optimizer, adam_betas=tuple(s.adam_betas),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": s.output_stride,
               "head": s.head, "rates": list(s.rates), "labels": labels, "options": deeplab_options(s)},

@@ -29,7 +29,7 @@ from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.demo import demo_saliency_complete, generate_demo_saliency
 from ..data.saliency import MixedCrops, SaliencyDataset, saliency_ids, split_holdout
 from ..data.transforms import JointAugment
-from ..engine import TrainJob, config_fingerprint, finished_model, load_model_weights, model_fingerprint, seed_everything, train
+from ..engine import TrainJob, config_fingerprint, load_model_weights, model_fingerprint, seed_everything, skip_finished, train
 from ..engine.checkpoint import read_wsss_file, training_settings
 from ..errors import WsssError
 from ..io import save_json
@@ -187,8 +187,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
             extra["init"] = model_fingerprint(stage1)
     fingerprint = stage_fingerprint(ctx, stage, voc.class_names, extra)
     final = model_path(ctx, stage)
-    if finished_model(final, fingerprint):
-        log.info("train-ssnet: %s is complete, skipping", final)
+    if skip_finished("train-ssnet", final, fingerprint):
         return final
 
     seed_everything(cfg.seed)
@@ -206,8 +205,8 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
         kind=KIND, model=model, param_groups=model.param_groups(),
         dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed),
         loss_fn=SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2),
-        optim=stage_cfg, out_dir=ctx.layout.ssnet_dir(stage), device=ctx.device, seed=cfg.seed, fingerprint=fingerprint,
-        num_workers=cfg.num_workers, progress=ctx.progress, max_steps=max_steps, **ctx.train_options(),
+        optim=stage_cfg, out_dir=ctx.layout.ssnet_dir(stage), fingerprint=fingerprint,
+        max_steps=max_steps, **ctx.train_options(),
         optimizer=stage_cfg.optimizer, adam_betas=tuple(stage_cfg.adam_betas), lr_schedule=lr_schedule(stage_cfg),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": stage_cfg.output_stride,
               "head": stage_cfg.head, "rates": list(stage_cfg.rates), "stage": stage,
