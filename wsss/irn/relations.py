@@ -35,6 +35,7 @@ __all__ = [
     "IRN_SEED_BG_THRESHOLD",
     "IRN_LABEL_RADIUS",
     "confident_seeds",
+    "threshold_alphas",
     "relation_offsets",
     "relation_labels",
 ]
@@ -47,6 +48,16 @@ IRN_SEED_BG_THRESHOLD = 0.05
 
 IRN_LABEL_RADIUS = 10
 """[pairs] gamma of the training pairs on the stride-4 grid (IRN's train_irn.py: PathIndex(radius=10))."""
+
+
+def threshold_alphas(fg_threshold: float, bg_threshold: float) -> tuple[float, float]:
+    """[seeds] (alpha_fg, alpha_bg) of ``wsss.cam.seeds.seed_labels`` that select exactly the
+    pixels above ``fg_threshold`` / below ``bg_threshold`` (see :func:`confident_seeds`)."""
+    if not 0 < bg_threshold <= fg_threshold < 1:
+        raise ValueError(
+            f"thresholds must satisfy 0 < bg_threshold <= fg_threshold < 1, got {bg_threshold}, {fg_threshold}"
+        )
+    return alpha_for_threshold(fg_threshold), alpha_for_threshold(bg_threshold)
 
 
 def confident_seeds(
@@ -77,11 +88,7 @@ def confident_seeds(
     Returns:
         (H, W) uint8: 0 confident background, key + 1 confident foreground, 255 unknown.
     """
-    if not 0 < bg_threshold <= fg_threshold < 1:
-        raise ValueError(
-            f"thresholds must satisfy 0 < bg_threshold <= fg_threshold < 1, got {bg_threshold}, {fg_threshold}"
-        )
-    return seed_labels(cams, keys, alpha_for_threshold(fg_threshold), alpha_for_threshold(bg_threshold), refine)
+    return seed_labels(cams, keys, *threshold_alphas(fg_threshold, bg_threshold), refine)
 
 
 def relation_offsets(radius: int = IRN_LABEL_RADIUS) -> Tensor:

@@ -33,27 +33,33 @@ def seed_alphas(ctx: RunContext) -> tuple[float, float]:
 
 
 class SeedLabeler:
-    """Per-image job (picklable factory for worker processes)."""
+    """Per-image job (picklable factory for worker processes): the seeds of one image, written
+    into ``out`` (PSA's ``aff_labels/`` or IRN's ``irn_labels/``)."""
 
-    def __init__(self, ctx: RunContext, split: str, alphas: tuple[float, float]):
+    def __init__(self, ctx: RunContext, split: str, out: Path, alphas: tuple[float, float], crf: bool):
         self.ctx, self.voc = ctx, ctx.dataset(split)
-        self.cams, self.out, self.alphas = cam_dir(ctx, split), ctx.layout.seed_labels(split), alphas
+        self.cams, self.out, self.alphas, self.crf = cam_dir(ctx, split), out, alphas, crf
 
     def __call__(self, index: int) -> None:
         image_id = self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
-        refine = crf_refiner(self.ctx.config.crf, image) if self.ctx.config.aff.seed_crf else None
+        refine = crf_refiner(self.ctx.config.crf, image) if self.crf else None
         save_palette_png(self.out / f"{image_id}.png", seed_labels(cams, keys, *self.alphas, refine=refine))
+
+
+def write_seed_labels(ctx: RunContext, command: str, split: str, out: Path, alphas: tuple[float, float],
+                      crf: bool, workers: int, settings: dict) -> Path:
+    """The seed-labels stage of PSA and IRN: ``seed_labels`` at ``alphas`` (+ CRF) for every image
+    of ``split`` into ``out``; ``settings`` names the thresholds, the CRF and the CAMs are added."""
+    settings = {**settings, "crf": ctx.config.crf.model_dump() if crf else None, "cams": cam_settings(ctx, split)}
+    run_per_image(ctx, command, ctx.dataset(split), out, settings, lambda image_id: out / f"{image_id}.png",
+                  SeedLabeler, (ctx, split, out, alphas, crf), workers, f"{command} {split}")
+    return out
 
 
 def run(ctx: RunContext, split: Optional[str] = None) -> Path:
     split = split or ctx.config.data.train_split
-    voc = ctx.dataset(split)
-    out = ctx.layout.seed_labels(split)
     alphas = seed_alphas(ctx)
-    settings = {"alphas": alphas, "crf": ctx.config.crf.model_dump() if ctx.config.aff.seed_crf else None,
-                "cams": cam_settings(ctx, split)}
     log.info("make-aff-labels: alpha %.3g for confident foreground, %.3g for confident background", *alphas)
-    run_per_image(ctx, "make-aff-labels", voc, out, settings, lambda image_id: out / f"{image_id}.png",
-                  SeedLabeler, (ctx, split, alphas), ctx.config.walk.workers, f"aff-labels {split}")
-    return out
+    return write_seed_labels(ctx, "make-aff-labels", split, ctx.layout.seed_labels(split), alphas,
+                             ctx.config.aff.seed_crf, ctx.config.walk.workers, {"alphas": alphas})
