@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -226,6 +227,17 @@ def pair_labels(label_map: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor, Ten
     fg_pos = known & same & (here != 0)
     neg = known & ~same
     return bg_pos, fg_pos, neg
+
+
+def walk_on_grid(scores: Tensor, grid: tuple[int, int], walk: Callable[[Tensor], Tensor]) -> Tensor:
+    """(K, H, W) image-size scores -> area-averaged down to the network's (h, w) ``grid`` (PSA:
+    avg-pool by the stride), ``walk``ed there ((K, h, w) -> (K, h, w)), bilinearly upsampled back
+    to (K, H, W). No channel (an image labelled with no class, IRN): (0, H, W) as it is."""
+    size = tuple(scores.shape[-2:])
+    if not len(scores):
+        return scores
+    low = F.adaptive_avg_pool2d(scores[None], tuple(grid))[0]
+    return F.interpolate(walk(low)[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def downsample_labels(labels: Tensor, size: tuple[int, int]) -> Tensor:

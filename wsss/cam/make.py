@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..amp import autocast, autocast_dtype, dtype_name
+from ..amp import autocast, autocast_dtype
 from ..engine import model_fingerprint
 from ..errors import WsssError
 from ..inference import image_tensor, shrink_to_max_side
@@ -108,9 +108,7 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
                 "flip": cfg.cam.flip, "root": str(voc.root)}
     if cfg.cam.max_side is not None:  # recorded only when set, so CAMs of earlier versions (no limit) stay valid
         settings["max_side"] = cfg.cam.max_side
-    amp = autocast_dtype(cfg.amp, ctx.device)
-    if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
-        settings["precision"] = dtype_name(amp)
+    settings.update(ctx.precision_setting())
     workers = 1 if ctx.device.type == "cuda" else cfg.cam.workers
     run_per_image(ctx, "make-cam", voc, out, settings, lambda image_id: out / f"{image_id}.npz",
                   CamMaker, (ctx, split, root, checkpoint, out), workers, f"make-cam {split}")

@@ -20,18 +20,17 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..amp import autocast, autocast_dtype, dtype_name
+from ..affinity import walk_on_grid
+from ..amp import autocast, autocast_dtype
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
-from ..crf import crf_refiner, scores_to_probabilities
+from ..cam.seeds import alpha_for_threshold, scores_with_background
 from ..engine import model_fingerprint
 from ..inference import image_tensor
-from ..io import save_palette_png
 from ..models import load_model
 from ..models.irn import IRNet
+from ..psa.make_pseudo import save_walk_labels
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from .walk import boundary_walk, walk_scores, walked_background_scores
@@ -68,16 +67,16 @@ def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: f
     """(h, w) boundary map, (K, H, W) normalised CAMs -> (K+1, H, W) float32 scores at image
     size, background first (the CAMs are area-averaged to the grid, walked, upsampled).
     ``background``: "constant" (IRN) or "walked" (PSA's background channel, walked too)."""
-    size = cams.shape[1:]
     if background == "walked":
         scores = scores_with_background(cams, alpha_for_threshold(bg_threshold))
-        low = F.adaptive_avg_pool2d(torch.from_numpy(scores).to(boundary)[None], boundary.shape)[0]
-        walked = walked_background_scores(low, boundary, radius=radius, beta=beta, steps=steps)
-        return F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0].cpu().numpy()
-    low = F.adaptive_avg_pool2d(torch.from_numpy(cams).to(boundary)[None], boundary.shape)[0]
-    # an image labelled with no class has nothing to walk: all background (a real negative)
-    walked = boundary_walk(low, boundary, radius=radius, beta=beta, steps=steps) if len(low) else low
-    return walk_scores(walked, bg_threshold, size=size, normalize=normalize).cpu().numpy()
+        return walk_on_grid(torch.from_numpy(scores).to(boundary), boundary.shape,
+                            lambda low: walked_background_scores(low, boundary, radius=radius, beta=beta,
+                                                                 steps=steps)).cpu().numpy()
+    # an image labelled with no class has nothing to walk: walk_on_grid keeps its (0, H, W), and
+    # every pixel is background (a real negative)
+    walked = walk_on_grid(torch.from_numpy(cams).to(boundary), boundary.shape,
+                          lambda low: boundary_walk(low, boundary, radius=radius, beta=beta, steps=steps))
+    return walk_scores(walked, bg_threshold, normalize=normalize).cpu().numpy()
 
 
 class IrnPseudoLabeler:
@@ -97,11 +96,8 @@ class IrnPseudoLabeler:
             boundary = boundary_map(self.model, image, self.ctx.device, self.amp)
             scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold,
                                    irn.walk_normalize == "max", irn.walk_background)
-        if irn.crf:
-            refined = crf_refiner(self.ctx.config.crf, image)(scores_to_probabilities(scores, irn.crf_power))
-            save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
-        # written last: its presence marks the image finished
-        save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(scores, keys))
+        save_walk_labels(self.out, image_id, image, scores, keys, self.ctx.config.crf if irn.crf else None,
+                         irn.crf_power)
 
 
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
@@ -116,10 +112,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
                 "beta": irn.beta, "steps": irn.steps, "radius": irn.walk_radius, "normalize": irn.walk_normalize,
                 "background": irn.walk_background,
                 "crf": ctx.config.crf.model_dump() if irn.crf else None, "crf_power": irn.crf_power,
-                "cams": cam_settings(ctx, split, root)}
-    amp = autocast_dtype(ctx.config.amp, ctx.device)
-    if amp is not None:
-        settings["precision"] = dtype_name(amp)
+                "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
     log.info("make-irn-pseudo: background score %.3g", bg_threshold)
     run_per_image(ctx, "make-irn-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold), irn.workers,

@@ -18,13 +18,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..affinity import random_walk
-from ..amp import autocast, autocast_dtype, dtype_name
+from ..affinity import random_walk, walk_on_grid
+from ..amp import autocast, autocast_dtype
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
+from ..config import CrfConfig
 from ..crf import crf_refiner, scores_to_probabilities
 from ..engine import model_fingerprint
 from ..inference import image_tensor
@@ -63,10 +63,19 @@ def walk_scores(features: torch.Tensor, scores: np.ndarray, radius: int, beta: f
     The scores are area-averaged down to the feature grid (PSA: avg-pool by the stride), walked,
     and bilinearly upsampled back.
     """
-    size = scores.shape[1:]
-    low = F.adaptive_avg_pool2d(torch.from_numpy(scores).to(features)[None], features.shape[-2:])[0]
-    walked = random_walk(low, features, radius=radius, beta=beta, steps=steps)
-    return F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0]
+    return walk_on_grid(torch.from_numpy(scores).to(features), features.shape[-2:],
+                        lambda low: random_walk(low, features, radius=radius, beta=beta, steps=steps))
+
+
+def save_walk_labels(out: Path, image_id: str, image: np.ndarray, scores: np.ndarray, keys: np.ndarray,
+                     crf: Optional[CrfConfig], crf_power: float) -> None:
+    """Write a walk's labels of one image, PSA's or IRN's: ``rw_crf/<id>.png`` from the (K+1, H, W)
+    ``scores`` (background first) refined by the dense CRF (when ``crf``, its unary
+    scores^crf_power), then ``rw/<id>.png``, written last: its presence marks the image finished."""
+    if crf is not None:
+        refined = crf_refiner(crf, image)(scores_to_probabilities(scores, crf_power))
+        save_palette_png(out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
+    save_palette_png(out / "rw" / f"{image_id}.png", scores_to_labels(scores, keys))
 
 
 class PseudoLabeler:
@@ -88,11 +97,7 @@ class PseudoLabeler:
             walked = walk_scores(features, scores, cfg.aff.radius, cfg.walk.beta, cfg.walk.steps).cpu().numpy()
         if cfg.walk.save_scores:
             save_npz(self.out / "scores" / f"{image_id}.npz", scores=walked.astype(np.float16), keys=keys)
-        if cfg.walk.crf:
-            refined = crf_refiner(cfg.crf, image)(scores_to_probabilities(walked, cfg.walk.crf_power))
-            save_palette_png(self.out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
-        # written last: its presence marks the image finished
-        save_palette_png(self.out / "rw" / f"{image_id}.png", scores_to_labels(walked, keys))
+        save_walk_labels(self.out, image_id, image, walked, keys, cfg.crf if cfg.walk.crf else None, cfg.walk.crf_power)
 
 
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
@@ -106,10 +111,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     settings = {"affinity_net": model_fingerprint(weights), "alpha": alpha,
                 "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
                 "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power,
-                "scores": walk.save_scores, "cams": cam_settings(ctx, split, root)}
-    amp = autocast_dtype(ctx.config.amp, ctx.device)
-    if amp is not None:  # recorded only when used, so float32 outputs of earlier versions stay valid
-        settings["precision"] = dtype_name(amp)
+                "scores": walk.save_scores, "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
     # rw/<id>.png, written last, marks a finished image
     run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   PseudoLabeler, (ctx, split, root, checkpoint, alpha), walk.workers, f"make-pseudo {split}")

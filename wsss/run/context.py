@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from .. import distributed
+from ..amp import autocast_dtype, dtype_name
 from ..config import PipelineConfig, config_to_yaml
 from ..data.demo import demo_dataset_complete, generate_demo_dataset
 from ..data.voc import VocDataset
@@ -52,6 +53,13 @@ class RunContext:
         cfg = self.config
         return {"device": self.device, "seed": cfg.seed, "num_workers": cfg.num_workers, "progress": self.progress,
                 "amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
+
+    def precision_setting(self) -> dict:
+        """``{"precision": "bf16"}`` (or fp16) when the config's AMP computes this run's networks
+        in reduced precision on its device, else empty: recorded in the settings of per-image
+        outputs only when used, so float32 outputs of earlier versions stay valid."""
+        amp = autocast_dtype(self.config.amp, self.device)
+        return {} if amp is None else {"precision": dtype_name(amp)}
 
     def pseudo_label_dir(self, split: str, root: Optional[Path] = None) -> Path:
         """The random walk's pseudo labels of a split that train the segmentation network: after
