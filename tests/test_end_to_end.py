@@ -129,3 +129,20 @@ def test_a_stage_turned_off_loses_its_score(pseudo_run, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "rw/train" in summary and "rw_crf/train" not in summary
     assert not (run_dir / "pseudo" / "train" / "rw_crf").exists()
+
+
+def test_tune_sweeps_psas_walk_and_refuses_a_pipeline_without_one(pseudo_run, tmp_path, capsys):
+    """`wsss tune` under pipeline: affinity sweeps PSA's walk (every setting scored, the best as
+    --set overrides, the sweep saved); under ssnet, which has no walk, it is a one-line error."""
+    config, pseudo_run_dir = pseudo_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(pseudo_run_dir, run_dir)
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["tune", *common, "--split", "train", "--limit", "6", "--beta", "8", "--steps", "16",
+                 "--bg-threshold", "0.3", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "best on 6 images of train: --set walk.beta=8 --set walk.steps=16 --set walk.alpha=" in out
+    results = json.loads((run_dir / "eval" / "tune_train.json").read_text())["results"]
+    assert sorted(r["bg_threshold"] for r in results) == [0.3, 0.5] and all(0 < r["miou"] <= 100 for r in results)
+    assert main(["tune", *common, "--set", "pipeline=ssnet", "--split", "train"]) == 2
+    assert "tune sweeps a random walk's settings; pipeline 'ssnet' has none" in capsys.readouterr().err

@@ -250,6 +250,17 @@ def _run_pipeline(_, ctx, args):
 PIPELINES = {"affinity": "wsss.psa.pipeline", "irn": "wsss.irn.pipeline", "ssnet": "wsss.ssnet.pipeline"}
 """``pipeline:`` of a config -> the module whose ``run(ctx)`` runs every stage of it."""
 
+TUNERS = {"affinity": "wsss.psa.tune", "irn": "wsss.irn.tune"}
+"""``pipeline:`` -> the module whose ``run(ctx, ...)`` is `wsss tune` for its random walk."""
+
+
+def _tune(_, ctx, a):
+    pipeline = ctx.config.pipeline
+    if pipeline not in TUNERS:
+        raise WsssError(f"tune sweeps a random walk's settings; pipeline {pipeline!r} has none "
+                        f"(use pipeline: {' or '.join(TUNERS)})")
+    importlib.import_module(TUNERS[pipeline]).run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold)
+
 
 def _predict(predict, _, args) -> int:
     from . import distributed
@@ -307,9 +318,7 @@ COMMANDS: tuple[Command, ...] = (
             "wsss.psa.eval_pseudo",
             lambda step, ctx, a: step.run(ctx, a.split, a.data_root), (_data(),), read_only=True),
     Command("tune", "sweep the random walk's hyperparameters on a labelled subset (PSA's, or IRN's with "
-                    "pipeline: irn)", "wsss.psa.tune",
-            lambda step, ctx, a: step.run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold),
-            (_data(), _tune_args), read_only=True),
+                    "pipeline: irn)", None, _tune, (_data(), _tune_args), read_only=True),
     Command("make-irn-labels", "IRN: confident seeds from CAMs (+ dense CRF) for the boundary network",
             "wsss.irn.make_labels", lambda step, ctx, a: f"IRN seed labels: {step.run(ctx, a.split)}",
             (_train_split_arg,), workers_key="irn.workers"),

@@ -9,9 +9,14 @@ import torch
 
 from ..amp import autocast_dtype
 from ..cam.seeds import scores_to_labels
-from ..psa.tune import Walker
+from ..psa.tune import Walker, sweep
 from ..run.context import RunContext
 from .make_pseudo import boundary_map, load_irn_model, walked_scores
+
+
+def run(ctx: RunContext, *args, **kwargs) -> dict:
+    """`wsss tune` with ``pipeline: irn``: the sweep over IRN's walk (arguments of ``sweep``)."""
+    return sweep(ctx, irn_walker(ctx), *args, **kwargs)
 
 
 def irn_walker(ctx: RunContext) -> Walker:

@@ -113,9 +113,5 @@ def sweep(ctx: RunContext, walker: Walker, split: Optional[str] = None, root: Op
 
 
 def run(ctx: RunContext, *args, **kwargs) -> dict:
-    """`wsss tune` for the run's pipeline: PSA's walk, or IRN's with ``pipeline: irn``."""
-    if ctx.config.pipeline == "irn":
-        from ..irn.tune import irn_walker
-
-        return sweep(ctx, irn_walker(ctx), *args, **kwargs)
+    """`wsss tune` with ``pipeline: affinity``: the sweep over PSA's walk (arguments of :func:`sweep`)."""
     return sweep(ctx, psa_walker(ctx), *args, **kwargs)
