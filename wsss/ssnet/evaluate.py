@@ -56,8 +56,8 @@ def saliency_sets(ctx: RunContext, saliency_data: Optional[Path]) -> dict[str, t
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait
 def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None, saliency_data: Optional[Path] = None, saliency: bool = True) -> dict:
-    """Segmentation of ``split`` (when it has masks) and saliency (single-scale and multi-scale +
-    flip) of the held-out images and the ``ssnet.saliency.eval_roots`` benchmarks (or of every
+    """Segmentation of ``split`` (when it has masks) and saliency (single-scale and, with
+    ``ssnet.saliency_eval_multiscale``, multi-scale + flip) of the held-out images and the ``ssnet.saliency.eval_roots`` benchmarks (or of every
     image of ``saliency_data``, another saliency dataset, instead)."""
     check_stage(stage)
     cfg = ctx.config
@@ -92,7 +92,9 @@ def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Opti
         if not sets:
             log.info("eval-ssnet: no saliency images held out (ssnet.saliency.holdout_every: 0) and no "
                      "ssnet.saliency.eval_roots; saliency not scored")
-        variants = {"single-scale": ([1.0], False), "multi-scale+flip": (list(s.eval_scales), True)}
+        variants = {"single-scale": ([1.0], False)}
+        if s.saliency_eval_multiscale:
+            variants["multi-scale+flip"] = (list(s.eval_scales), True)
         rows = {}
         for set_name, (dataset, source, key_suffix) in sets.items():
             scores = score_saliency(predictor, dataset, variants, ctx.progress, f"eval-ssnet saliency {set_name}")
