@@ -2,10 +2,11 @@ import shutil
 
 import pytest
 import torch
+import yaml
 from tiny_run import write_config
 
 from wsss.cli import main
-from wsss.data.demo import generate_demo_dataset
+from wsss.data.demo import generate_demo_dataset, generate_demo_saliency
 
 # One torch thread. With two, every parallel region of an op waits for both threads, and when
 # other work holds a core that wait is a scheduler time slice: on a busy 2-core machine a tiny
@@ -46,3 +47,28 @@ def pseudo_run(cam_run, tmp_path_factory):
     assert main(["make-pseudo", *common, "--split", "train"]) == 0
     assert main(["eval-pseudo", *common, "--split", "train"]) == 0
     return config, run_dir
+
+
+@pytest.fixture(scope="session")
+def ssnet_run(tmp_path_factory, tiny_dataset):
+    """SSNet stage 1 -> mining -> stage 2 -> evaluation through the CLI on generated data (its
+    models also serve as the saliency source of the saliency-cue tests)."""
+    tmp = tmp_path_factory.mktemp("ssnet")
+    stage = {"output_stride": 16, "epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 2e-4, "head_lr_mult": 10,
+             "resize_long": [72, 96], "crop_size": 80}
+    config = {
+        "name": "tiny-ssnet", "seed": 0, "device": "cpu", "pipeline": "ssnet",
+        "data": {"root": str(tiny_dataset)},
+        "backbone": {"name": "efficientnet_lite0", "pretrained": True},
+        "ssnet": {"saliency": {"root": str(tmp / "saliency"), "holdout_every": 5,
+                               "demo": {"num_images": 15, "image_size": 80, "seed": 3},
+                               "eval_roots": [str(generate_demo_saliency(tmp / "bench", 4, 80, seed=4))]},
+                  "stage1": stage, "stage2": {**stage, "epochs": 1, "init_from_stage1": True},
+                  "eval_scales": [1.0], "eval_crf": False, "compare_stages": False},
+    }
+    path = tmp / "ssnet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run_dir = tmp / "run"
+    common = ["--config", str(path), "--run-dir", str(run_dir), "--no-progress"]
+    assert main(["run", *common]) == 0
+    return run_dir, common

@@ -11,7 +11,6 @@ import yaml
 from PIL import Image
 
 from wsss.cli import main
-from wsss.data.demo import generate_demo_saliency
 from wsss.data.saliency import saliency_partner, split_holdout
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
@@ -102,30 +101,6 @@ def test_saliency_split_and_pairing_are_deterministic_and_even():
     partners = [saliency_partner(i, e, 10, 6, seed=0) for e in range(3) for i in range(10)]
     assert np.bincount(partners, minlength=6).tolist() == [5] * 6
     assert partners == [saliency_partner(i, e, 10, 6, seed=0) for e in range(3) for i in range(10)]
-
-
-@pytest.fixture(scope="module")
-def ssnet_run(tmp_path_factory, tiny_dataset):
-    """Stage 1 -> mining -> stage 2 -> evaluation through the CLI on generated data."""
-    tmp = tmp_path_factory.mktemp("ssnet")
-    stage = {"output_stride": 16, "epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 2e-4, "head_lr_mult": 10,
-             "resize_long": [72, 96], "crop_size": 80}
-    config = {
-        "name": "tiny-ssnet", "seed": 0, "device": "cpu", "pipeline": "ssnet",
-        "data": {"root": str(tiny_dataset)},
-        "backbone": {"name": "efficientnet_lite0", "pretrained": True},
-        "ssnet": {"saliency": {"root": str(tmp / "saliency"), "holdout_every": 5,
-                               "demo": {"num_images": 15, "image_size": 80, "seed": 3},
-                               "eval_roots": [str(generate_demo_saliency(tmp / "bench", 4, 80, seed=4))]},
-                  "stage1": stage, "stage2": {**stage, "epochs": 1, "init_from_stage1": True},
-                  "eval_scales": [1.0], "eval_crf": False, "compare_stages": False},
-    }
-    path = tmp / "ssnet.yaml"
-    path.write_text(yaml.safe_dump(config))
-    run_dir = tmp / "run"
-    common = ["--config", str(path), "--run-dir", str(run_dir), "--no-progress"]
-    assert main(["run", *common]) == 0
-    return run_dir, common
 
 
 def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset):

@@ -121,6 +121,17 @@ def _tune_args(parser: argparse.ArgumentParser) -> None:
                         help="numbers of random-walk steps (default: 32 128 256)")
     parser.add_argument("--bg-threshold", type=FRACTION, nargs="+", default=None,
                         help="background thresholds c of the walk's input (alpha = log c / log(1 - c))")
+    parser.add_argument("--saliency-weight", type=_number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+                        nargs="+", default=None,
+                        help="weights w of saliency in the walk's background, (1 - w) b_cam + w (1 - S)^gamma "
+                             "(default: saliency.walk_weight; > 0 needs make-saliency's maps of the split)")
+    parser.add_argument("--saliency-power", type=POSITIVE, nargs="+", default=None,
+                        help="exponents gamma of (1 - S) (default: saliency.walk_power, or from the thresholds)")
+
+
+def _saliency_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--saliency-checkpoint", type=Path, metavar="MODEL",
+                        help="an SSNet model.pt (`wsss train-ssnet`) to make the maps with (default: saliency.checkpoint)")
 
 
 def _seg_labels_arg(parser: argparse.ArgumentParser, help: str) -> None:
@@ -259,7 +270,8 @@ def _tune(_, ctx, a):
     if pipeline not in TUNERS:
         raise WsssError(f"tune sweeps a random walk's settings; pipeline {pipeline!r} has none "
                         f"(use pipeline: {' or '.join(TUNERS)})")
-    importlib.import_module(TUNERS[pipeline]).run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold)
+    importlib.import_module(TUNERS[pipeline]).run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold,
+                                                  a.saliency_weight, a.saliency_power)
 
 
 def _predict(predict, _, args) -> int:
@@ -306,6 +318,10 @@ COMMANDS: tuple[Command, ...] = (
             lambda step, ctx, a: step.run(ctx, _train_split(ctx, a), a.data_root, a.cams),
             (_data(), lambda p: p.add_argument("--cams", type=Path, help="folder of CAM .npz files (default: the run's)")),
             read_only=True),
+    Command("make-saliency", "saliency maps of a split from an SSNet model, the background cue of PSA / IRN "
+                             "(saliency.seeds, saliency.walk_weight)", "wsss.ssnet.make_saliency",
+            lambda step, ctx, a: f"saliency maps: {step.run(ctx, _train_split(ctx, a), a.data_root, a.saliency_checkpoint)}",
+            (_data(), _saliency_checkpoint_arg), workers_key="saliency.workers"),
     Command("make-aff-labels", "confident seeds from CAMs (+ dense CRF) for AffinityNet", "wsss.psa.make_aff_labels",
             lambda step, ctx, a: f"seed labels: {step.run(ctx, a.split)}", (_train_split_arg,), workers_key="walk.workers"),
     Command("train-aff", "train AffinityNet on the seed labels", "wsss.psa.train_aff",

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import WsssError
 
@@ -23,6 +23,16 @@ from .errors import WsssError
 # with these defaults 0.8 GB and 0.7-1.2 GB (scales up to 2) -- BENCHMARKS.md, issue 14.
 DEFAULT_MAX_SIDE = 1024  # predict --max-side, wsss.Predictor
 DEFAULT_CAM_MAX_SIDE = 640  # cam.max_side: the network sees it times the largest of cam.scales
+
+
+def _positive_scales(value: list[float]) -> list[float]:
+    if not value or any(s <= 0 for s in value):
+        raise ValueError("scales must be a non-empty list of positive numbers")
+    return value
+
+
+Scales = Annotated[list[float], AfterValidator(_positive_scales)]
+"""Image scales of a multi-scale inference: a non-empty list of positive numbers."""
 
 
 class Section(BaseModel):
@@ -103,7 +113,7 @@ class TrainStageConfig(OptimConfig, AugmentConfig):
 
 class CamConfig(TrainStageConfig):
     output_stride: Literal[8, 16, 32] = 16
-    scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    scales: Scales = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     flip: bool = True
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     thresholds: ThresholdSweep = Field(default_factory=ThresholdSweep)
@@ -112,13 +122,6 @@ class CamConfig(TrainStageConfig):
     # make-cam shrinks images with a longer side to it first (the CAMs are upsampled back to the
     # image's size): bounds memory; VOC, COCO and MSRC images are smaller. null = as they are.
     max_side: Optional[int] = Field(DEFAULT_CAM_MAX_SIDE, ge=16)
-
-    @field_validator("scales")
-    @classmethod
-    def _positive_scales(cls, value: list[float]) -> list[float]:
-        if not value or any(s <= 0 for s in value):
-            raise ValueError("scales must be a non-empty list of positive numbers")
-        return value
 
 
 class CrfConfig(Section):
@@ -257,7 +260,7 @@ class SegConfig(DeepLabConfig):
     lr: float = Field(0.001, gt=0)
     head_lr_mult: float = Field(5.0, gt=0)
     freeze_bn: bool = True
-    eval_scales: list[float] = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])
+    eval_scales: Scales = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])
     eval_crf: bool = True
 
 
@@ -329,11 +332,11 @@ class SsnetConfig(Section):
     stage2: SsnetStageConfig = Field(default_factory=SsnetStageConfig)
     # Pseudo labels for stage 2: stage-1 segmentation restricted to the image's labels, averaged
     # over these scales (+ flip), refined by the dense CRF of the ``crf`` section.
-    mine_scales: list[float] = Field(default_factory=lambda: [1.0])
+    mine_scales: Scales = Field(default_factory=lambda: [1.0])
     mine_flip: bool = True
     mine_crf: bool = True
     workers: int = Field(1, ge=0)  # processes for mining (forward + CRF per image), 0 = one per core
-    eval_scales: list[float] = Field(default_factory=lambda: [0.75, 1.0, 1.25])
+    eval_scales: Scales = Field(default_factory=lambda: [0.75, 1.0, 1.25])
     eval_crf: bool = True
     # Evaluation (and mining) shrink images whose longer side exceeds this first, so that large
     # photos (640 px COCO) are seen near the training scale; null = as they are. The reference
@@ -352,12 +355,40 @@ class SsnetConfig(Section):
     # train split (when it has masks), to compare the stages; off saves that time.
     compare_stages: bool = True
 
-    @field_validator("mine_scales", "eval_scales")
-    @classmethod
-    def _positive_scales(cls, value: list[float]) -> list[float]:
-        if not value or any(s <= 0 for s in value):
-            raise ValueError("scales must be a non-empty list of positive numbers")
-        return value
+
+class SaliencyCueConfig(Section):
+    """Saliency as the background cue of the random-walk pipelines (PSA, IRN): maps of an SSNet
+    (``checkpoint``, stage 1 or 2, trained on DUTS-TR) written per split by make-saliency, then
+
+    * ``seeds``: a CAM foreground seed is kept only where the pixel is salient (S >= s_fg); a pixel
+      that is not salient (S <= s_bg) and not CAM foreground is confident background; a salient
+      pixel of an image with classes is never confident background;
+    * ``walk_weight`` w: the walk's background score b = (1 - w) (1 - max CAM)^alpha + w (1 - S)^gamma
+      (IRN with its constant background: (1 - w) c + w (1 - S)^gamma).
+
+    Thresholds from data as ``aff.seeds: auto``: s* is the saliency threshold whose class-agnostic
+    foreground IoU on the train split's masks is best (make-saliency scores it), s_fg = s* +
+    fg_margin (1 - s*), s_bg = s* bg_factor; gamma solves (1 - s*)^gamma = t*, the CAMs' best
+    threshold, so that at S = s* the background score is the CAMs' own decision value."""
+
+    checkpoint: Optional[Path] = None  # an SSNet model.pt (train-ssnet); relative to the working directory
+    scales: Scales = Field(default_factory=lambda: [1.0])
+    flip: bool = True
+    crf: bool = False      # the two-label CRF on each map (wsss.ssnet.saliency, DSS's settings)
+    upsample: Literal["map", "logits"] = "map"
+    long_side: Optional[int] = Field(320, ge=16)  # the network sees images shrunk to it (its training scale)
+    workers: int = Field(1, ge=0)
+    seeds: bool = False
+    threshold: Optional[float] = Field(None, gt=0, lt=1)  # s*; null = from the train split's masks
+    fg_margin: float = Field(0.0, ge=0, lt=1)
+    bg_factor: float = Field(0.5, gt=0, le=1)
+    walk_weight: float = Field(0.0, ge=0, le=1)
+    walk_power: Optional[float] = Field(None, gt=0)  # gamma; null = from s* and t* (above)
+
+    @property
+    def used(self) -> bool:
+        """Whether a stage reads the maps (seeds or the walk's background)."""
+        return self.seeds or self.walk_weight > 0
 
 
 class PipelineConfig(Section):
@@ -388,6 +419,7 @@ class PipelineConfig(Section):
     irn: IrnConfig = Field(default_factory=IrnConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
     ssnet: SsnetConfig = Field(default_factory=SsnetConfig)
+    saliency: SaliencyCueConfig = Field(default_factory=SaliencyCueConfig)
 
     @field_validator("amp", mode="before")
     @classmethod

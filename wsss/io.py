@@ -130,6 +130,12 @@ def load_saliency_mask(path: str | os.PathLike) -> np.ndarray:
                    "", "replace the file")
 
 
+def load_saliency_map(path: str | os.PathLike, missing: str = "", damaged: str = "replace the file") -> np.ndarray:
+    """Load a grey saliency map as (H, W) float32 in [0, 1] (grey level / 255)."""
+    return _decode(Path(path), "saliency map", lambda img: np.asarray(img.convert("L"), dtype=np.float32) / 255.0,
+                   missing, damaged)
+
+
 @functools.lru_cache(maxsize=None)
 def file_mode() -> int:
     """The mode an ordinary new file gets here, 0o666 less the umask; the umask is read once,

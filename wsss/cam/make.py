@@ -10,7 +10,6 @@ process computing with the same number of torch threads (see wsss.parallel).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -25,7 +24,7 @@ from ..inference import image_tensor, shrink_to_max_side
 from ..io import load_npz, save_npz
 from ..models import load_model
 from ..run.context import RunContext, required_model
-from ..run.per_image import run_per_image
+from ..run.per_image import output_settings, run_per_image
 from .algorithm import labelled_maps, multiscale_cam, normalize_cam, upsample_cams
 
 log = logging.getLogger("wsss")
@@ -57,8 +56,7 @@ def load_cam_with_image(folder: Path, voc, index: int) -> tuple[np.ndarray, np.n
 
 def cam_settings(ctx: RunContext, split: str, root: Optional[Path] = None) -> Optional[dict]:
     """The settings the split's CAMs were made with (None before make-cam ran)."""
-    record = cam_dir(ctx, split, root) / "settings.json"
-    return json.loads(record.read_text()) if record.exists() else None
+    return output_settings(cam_dir(ctx, split, root))
 
 
 def load_cam_model(ctx: RunContext, checkpoint: Optional[Path], class_names: list[str]):

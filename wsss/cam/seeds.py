@@ -46,9 +46,57 @@ def threshold_for_alpha(alpha: float) -> float:
     return (lo + hi) / 2
 
 
-def scores_with_background(cams: np.ndarray, alpha: float) -> np.ndarray:
-    """(K, H, W) normalised CAMs -> (K+1, H, W) scores, channel 0 = (1 - max)^alpha."""
-    return np.concatenate([background_score(cams, alpha)[None], cams], axis=0).astype(np.float32)
+def mixed_background(cam_background: np.ndarray, saliency: Optional[np.ndarray], weight: float,
+                     power: float) -> np.ndarray:
+    """The background score with saliency as its cue (wsss's PSA/IRN + SSNet, issue 17):
+    b = (1 - w) b_cam + w (1 - S)^gamma, (H, W) each -> (H, W) float32.
+
+    ``cam_background``: the CAMs' own background score, (1 - max CAM)^alpha of AffinityNet Eq. (1)
+    or IRN's constant; ``saliency`` S in [0, 1] (None or ``weight`` 0: b_cam unchanged). A pixel
+    that is not salient gets background ~1 whatever the CAMs leak onto it; a salient one keeps
+    only the CAMs' share, so the walked CAMs win there."""
+    if saliency is None or weight == 0:
+        return cam_background.astype(np.float32)
+    if saliency.shape != cam_background.shape:
+        raise ValueError(f"saliency {saliency.shape} and background {cam_background.shape} differ in size")
+    return ((1 - weight) * cam_background + weight * (1 - saliency.clip(0, 1)) ** power).astype(np.float32)
+
+
+def scores_with_background(cams: np.ndarray, alpha: float, saliency: Optional[np.ndarray] = None,
+                           weight: float = 0.0, power: float = 1.0) -> np.ndarray:
+    """(K, H, W) normalised CAMs -> (K+1, H, W) scores, channel 0 = (1 - max)^alpha, mixed with
+    (1 - S)^power at ``weight`` when a (H, W) ``saliency`` map is given (:func:`mixed_background`)."""
+    background = mixed_background(background_score(cams, alpha), saliency, weight, power)
+    return np.concatenate([background[None], cams], axis=0).astype(np.float32)
+
+
+def saliency_guided_seeds(seeds: np.ndarray, saliency: np.ndarray, fg_min: float, bg_max: float,
+                          has_classes: bool = True) -> np.ndarray:
+    """CAM seeds corrected by saliency: CAMs fire on parts and leak onto context, saliency marks
+    the whole object and leaves the context out.
+
+    Args:
+        seeds: (H, W) uint8 seeds of :func:`seed_labels` (0 background, class, 255 unknown).
+        saliency: (H, W) saliency S in [0, 1].
+        fg_min: a foreground seed stays only where S >= fg_min (else unknown: CAM leak on context).
+        bg_max: a pixel with S <= bg_max that is not a foreground seed becomes background.
+        has_classes: False for an image labelled with no class: every pixel is a real negative,
+            salient or not, so its seeds are left as they are.
+    Returns:
+        (H, W) uint8 seeds; where S > bg_max a background seed of an image with classes becomes
+        unknown when S >= fg_min (a salient pixel is not confident background: a missed part).
+    """
+    if saliency.shape != seeds.shape:
+        raise ValueError(f"saliency {saliency.shape} and seeds {seeds.shape} differ in size")
+    if not has_classes:
+        return seeds.copy()
+    out = seeds.copy()
+    foreground = (seeds > 0) & (seeds != IGNORE_INDEX)
+    salient = saliency >= fg_min
+    out[foreground & ~salient] = IGNORE_INDEX
+    out[(seeds == 0) & salient] = IGNORE_INDEX
+    out[(saliency <= bg_max) & ~(foreground & salient)] = 0
+    return out
 
 
 def scores_to_labels(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:

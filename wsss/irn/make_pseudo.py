@@ -25,7 +25,7 @@ from ..affinity import walk_on_grid
 from ..amp import autocast, autocast_dtype
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, scores_with_background
+from ..cam.seeds import alpha_for_threshold, mixed_background, scores_with_background
 from ..engine import model_fingerprint
 from ..inference import image_tensor
 from ..models import load_model
@@ -33,6 +33,7 @@ from ..models.irn import IRNet
 from ..psa.make_pseudo import save_walk_labels
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
+from ..ssnet.make_saliency import walk_cue
 from .walk import boundary_walk, walk_scores, walked_background_scores
 
 log = logging.getLogger("wsss")
@@ -63,12 +64,14 @@ def boundary_map(model: IRNet, image: np.ndarray, device: torch.device, amp=None
 
 
 def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: float, steps: int,
-                  bg_threshold: float, normalize: bool = True, background: str = "constant") -> np.ndarray:
+                  bg_threshold: float, normalize: bool = True, background: str = "constant",
+                  saliency: Optional[np.ndarray] = None, weight: float = 0.0, power: float = 1.0) -> np.ndarray:
     """(h, w) boundary map, (K, H, W) normalised CAMs -> (K+1, H, W) float32 scores at image
     size, background first (the CAMs are area-averaged to the grid, walked, upsampled).
-    ``background``: "constant" (IRN) or "walked" (PSA's background channel, walked too)."""
+    ``background``: "constant" (IRN) or "walked" (PSA's background channel, walked too); either
+    is mixed with (1 - S)^power at ``weight`` when a (H, W) ``saliency`` map is given."""
     if background == "walked":
-        scores = scores_with_background(cams, alpha_for_threshold(bg_threshold))
+        scores = scores_with_background(cams, alpha_for_threshold(bg_threshold), saliency, weight, power)
         return walk_on_grid(torch.from_numpy(scores).to(boundary), boundary.shape,
                             lambda low: walked_background_scores(low, boundary, radius=radius, beta=beta,
                                                                  steps=steps)).cpu().numpy()
@@ -76,7 +79,9 @@ def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: f
     # every pixel is background (a real negative)
     walked = walk_on_grid(torch.from_numpy(cams).to(boundary), boundary.shape,
                           lambda low: boundary_walk(low, boundary, radius=radius, beta=beta, steps=steps))
-    return walk_scores(walked, bg_threshold, normalize=normalize).cpu().numpy()
+    scores = walk_scores(walked, bg_threshold, normalize=normalize).cpu().numpy()
+    scores[0] = mixed_background(scores[0], saliency, weight, power)  # the constant, mixed with saliency
+    return scores
 
 
 class IrnPseudoLabeler:
@@ -88,14 +93,20 @@ class IrnPseudoLabeler:
         self.cams, self.out = cam_dir(ctx, split, root), ctx.layout.pseudo(ctx.output_name(split, root))
         self.model, self.bg_threshold = load_irn_model(ctx, checkpoint), bg_threshold
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
+        self.cue = walk_cue(ctx)
+        self.saliency = self.cue.maps(ctx, split, root) if self.cue else None
 
     def __call__(self, index: int) -> None:
         irn, image_id = self.ctx.config.irn, self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
+        cue = {}
+        if self.cue is not None:
+            cue = {"saliency": self.cue.load(self.saliency, image_id, image.shape[:2]), "weight": self.cue.weight,
+                   "power": self.cue.power}
         with torch.inference_mode():
             boundary = boundary_map(self.model, image, self.ctx.device, self.amp)
             scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold,
-                                   irn.walk_normalize == "max", irn.walk_background)
+                                   irn.walk_normalize == "max", irn.walk_background, **cue)
         save_walk_labels(self.out, image_id, image, scores, keys, self.ctx.config.crf if irn.crf else None,
                          irn.crf_power)
 
@@ -113,6 +124,9 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
                 "background": irn.walk_background,
                 "crf": ctx.config.crf.model_dump() if irn.crf else None, "crf_power": irn.crf_power,
                 "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
+    cue = walk_cue(ctx)
+    if cue is not None:
+        settings["saliency"] = cue.split_settings(ctx, split, root)
     log.info("make-irn-pseudo: background score %.3g", bg_threshold)
     run_per_image(ctx, "make-irn-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold), irn.workers,

@@ -10,7 +10,6 @@ L+_bg / 4 + L+_fg / 4 + L- / 2. The backbone is frozen: only the boundary branch
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -25,6 +24,7 @@ from ..errors import WsssError
 from ..models import build_model
 from ..models.irn import IRNet
 from ..run.context import RunContext
+from ..run.per_image import output_settings
 from .boundary import boundary_loss
 from .relations import relation_labels, relation_offsets
 
@@ -70,8 +70,7 @@ def run(ctx: RunContext, max_steps: Optional[int] = None) -> Path:
     missing = [i for i in voc.ids if not (seed_dir / f"{i}.png").exists()]
     if missing:
         raise WsssError(f"{seed_dir / missing[0]}.png: IRN seed labels missing; run `wsss make-irn-labels` first")
-    settings = seed_dir / "settings.json"
-    fingerprint = irn_fingerprint(ctx, json.loads(settings.read_text()) if settings.exists() else {})
+    fingerprint = irn_fingerprint(ctx, output_settings(seed_dir) or {})
     final = ctx.layout.irn_model
     if skip_finished("train-irn", final, fingerprint):
         return final

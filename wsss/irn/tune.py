@@ -30,10 +30,10 @@ def irn_walker(ctx: RunContext) -> Walker:
         with torch.inference_mode():
             return boundary_map(model, image, ctx.device, amp)
 
-    def labels(boundary, cams, keys, beta, steps, threshold):
+    def labels(boundary, cams, keys, beta, steps, threshold, **cue):
         with torch.inference_mode():
-            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold, normalize, background),
-                                    keys)
+            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold, normalize, background,
+                                                  **cue), keys)
 
     return Walker(prepare, labels, lambda best: f"--set irn.beta={best['beta']:g} --set irn.steps={best['steps']} "
                                                 f"--set irn.walk_bg_threshold={best['bg_threshold']}")

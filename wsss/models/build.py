@@ -134,7 +134,8 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
     meta = {**(defaults or {}), **recorded} if isinstance(recorded, dict) else None
     if found not in wanted or meta is None or "class_names" not in meta or "backbone" not in meta:
         names = " or ".join(_TITLES.get(k, k) for k in wanted)
-        article = "an" if names[0] in "AEIOU" else "a"
+        # "an" before a vowel sound: a vowel, or an acronym's letter read with one (an SSNet)
+        article = "an" if names[0] in "AEIOU" or (names[:2].isupper() and names[0] in "FHLMNRSX") else "a"
         commands = " or ".join(f"`wsss {_TRAINED_BY[k]}`" for k in wanted if k in _TRAINED_BY)
         held = "its metadata is missing" if found in wanted else f"its kind: {found!r}"
         raise WsssError(f"{path}: not {article} {names} model ({held}); pass the model.pt of {commands}")

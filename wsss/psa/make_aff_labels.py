@@ -14,11 +14,12 @@ from typing import Optional
 
 from ..cam.evaluate import best_cam_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, auto_seed_thresholds, seed_labels
+from ..cam.seeds import alpha_for_threshold, auto_seed_thresholds, saliency_guided_seeds, seed_labels
 from ..crf import crf_refiner
 from ..io import save_palette_png
 from ..run.context import RunContext
 from ..run.per_image import run_per_image
+from ..ssnet.make_saliency import seed_cue
 
 log = logging.getLogger("wsss")
 
@@ -34,24 +35,37 @@ def seed_alphas(ctx: RunContext) -> tuple[float, float]:
 
 class SeedLabeler:
     """Per-image job (picklable factory for worker processes): the seeds of one image, written
-    into ``out`` (PSA's ``aff_labels/`` or IRN's ``irn_labels/``)."""
+    into ``out`` (PSA's ``aff_labels/`` or IRN's ``irn_labels/``), corrected by saliency when the
+    run's saliency cue says so (``saliency.seeds``)."""
 
     def __init__(self, ctx: RunContext, split: str, out: Path, alphas: tuple[float, float], crf: bool):
         self.ctx, self.voc = ctx, ctx.dataset(split)
         self.cams, self.out, self.alphas, self.crf = cam_dir(ctx, split), out, alphas, crf
+        self.cue = seed_cue(ctx)
+        self.saliency = self.cue.maps(ctx, split) if self.cue else None
 
     def __call__(self, index: int) -> None:
         image_id = self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
         refine = crf_refiner(self.ctx.config.crf, image) if self.crf else None
-        save_palette_png(self.out / f"{image_id}.png", seed_labels(cams, keys, *self.alphas, refine=refine))
+        seeds = seed_labels(cams, keys, *self.alphas, refine=refine)
+        if self.cue is not None:
+            saliency = self.cue.load(self.saliency, image_id, image.shape[:2])
+            seeds = saliency_guided_seeds(seeds, saliency, self.cue.fg_min, self.cue.bg_max, has_classes=len(keys) > 0)
+        save_palette_png(self.out / f"{image_id}.png", seeds)
 
 
 def write_seed_labels(ctx: RunContext, command: str, split: str, out: Path, alphas: tuple[float, float],
                       crf: bool, workers: int, settings: dict) -> Path:
-    """The seed-labels stage of PSA and IRN: ``seed_labels`` at ``alphas`` (+ CRF) for every image
-    of ``split`` into ``out``; ``settings`` names the thresholds, the CRF and the CAMs are added."""
+    """The seed-labels stage of PSA and IRN: ``seed_labels`` at ``alphas`` (+ CRF, + saliency) for
+    every image of ``split`` into ``out``; ``settings`` names the thresholds, the CRF, the CAMs
+    and the saliency cue (when the seeds use it) are added."""
     settings = {**settings, "crf": ctx.config.crf.model_dump() if crf else None, "cams": cam_settings(ctx, split)}
+    cue = seed_cue(ctx)
+    if cue is not None:
+        settings["saliency"] = cue.split_settings(ctx, split)
+        log.info("%s: seeds corrected by saliency: objects need S >= %.3g, background where S <= %.3g",
+                 command, cue.fg_min, cue.bg_max)
     run_per_image(ctx, command, ctx.dataset(split), out, settings, lambda image_id: out / f"{image_id}.png",
                   SeedLabeler, (ctx, split, out, alphas, crf), workers, f"{command} {split}")
     return out

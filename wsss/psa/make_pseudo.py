@@ -1,7 +1,8 @@
 """Step 6: pseudo labels: CAM with background -> random walk -> upsample -> dense CRF -> argmax.
 
-PSA's infer_aff.py: the CAMs of the image's classes, with background score (1 - max)^alpha,
-are averaged down to the AffinityNet feature grid, propagated by the random walk
+PSA's infer_aff.py: the CAMs of the image's classes, with background score (1 - max)^alpha
+(mixed with SSNet's saliency, (1 - w) (1 - max)^alpha + w (1 - S)^gamma, when
+``saliency.walk_weight`` w > 0), are averaged down to the AffinityNet feature grid, propagated by the random walk
 vec(M*) = T^t vec(M) with T = D^-1 A^beta (Eq. 11-12), upsampled to the image, refined by
 dense CRF and arg-maxed. Written per image, atomically, as VOC-palette PNGs:
 
@@ -32,6 +33,7 @@ from ..io import save_npz, save_palette_png
 from ..models import load_model
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
+from ..ssnet.make_saliency import walk_cue
 
 log = logging.getLogger("wsss")
 
@@ -86,11 +88,17 @@ class PseudoLabeler:
         self.cams, self.out, self.alpha = cam_dir(ctx, split, root), pseudo_dir(ctx, split, root), alpha
         self.model = load_affinity_model(ctx, checkpoint)
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
+        self.cue = walk_cue(ctx)
+        self.saliency = self.cue.maps(ctx, split, root) if self.cue else None
 
     def __call__(self, index: int) -> None:
         cfg, image_id = self.ctx.config, self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
-        scores = scores_with_background(cams, self.alpha)
+        if self.cue is None:
+            scores = scores_with_background(cams, self.alpha)
+        else:  # the walk spreads the saliency-mixed background with the CAMs
+            saliency = self.cue.load(self.saliency, image_id, image.shape[:2])
+            scores = scores_with_background(cams, self.alpha, saliency, self.cue.weight, self.cue.power)
         with torch.inference_mode():
             with autocast(self.ctx.device, self.amp):  # the network only; the walk runs in float32
                 features = self.model(image_tensor(image, self.ctx.device)[None])[0].float()
@@ -112,6 +120,9 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
                 "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
                 "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power,
                 "scores": walk.save_scores, "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
+    cue = walk_cue(ctx)
+    if cue is not None:
+        settings["saliency"] = cue.split_settings(ctx, split, root)
     # rw/<id>.png, written last, marks a finished image
     run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   PseudoLabeler, (ctx, split, root, checkpoint, alpha), walk.workers, f"make-pseudo {split}")

@@ -18,6 +18,7 @@ from ..run.context import RunContext
 from ..run.timer import StageTimer
 from ..segmentation import evaluate as eval_seg
 from ..segmentation import train as train_seg
+from ..ssnet import make_saliency
 from . import eval_pseudo, make_aff_labels, make_pseudo, train_aff
 
 Stage = tuple[str, Callable]
@@ -26,9 +27,12 @@ Stage = tuple[str, Callable]
 
 def run_walk_pipeline(ctx: RunContext, seeds: Stage, network: Stage, walk: Stage, eval_splits: list[str]) -> dict:
     """CAMs -> ``seeds`` (train split) -> ``network`` -> ``walk`` on ``eval_splits`` and the train
-    split, each scored by eval-pseudo where there are masks -> train-seg -> eval-seg on val."""
+    split, each scored by eval-pseudo where there are masks -> train-seg -> eval-seg on val.
+    With a saliency cue (``saliency.seeds`` or ``saliency.walk_weight``), make-saliency writes
+    the maps of each split before the seeds and the walk read them."""
     cfg = ctx.config
     timed = StageTimer(ctx)
+    with_saliency = cfg.saliency.used
 
     timed("train-cam", train_cam.run, ctx)
     for split in cfg.cam.eval_splits:
@@ -37,11 +41,15 @@ def run_walk_pipeline(ctx: RunContext, seeds: Stage, network: Stage, walk: Stage
     train_split = cfg.data.train_split
     if train_split not in cfg.cam.eval_splits:
         timed(f"make-cam/{train_split}", make_cam.run, ctx, train_split)
+    if with_saliency:
+        timed(f"make-saliency/{train_split}", make_saliency.run, ctx, train_split)
     timed(seeds[0], seeds[1], ctx, train_split)
     timed(network[0], network[1], ctx)
     for split in eval_splits:
         if split not in cfg.cam.eval_splits and split != train_split:
             timed(f"make-cam/{split}", make_cam.run, ctx, split)
+        if with_saliency and split != train_split:
+            timed(f"make-saliency/{split}", make_saliency.run, ctx, split)
         timed(f"{walk[0]}/{split}", walk[1], ctx, split)
         if ctx.dataset(split).has_masks:
             timed(f"eval-pseudo/{split}", eval_pseudo.run, ctx, split)

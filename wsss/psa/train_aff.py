@@ -20,6 +20,7 @@ from ..errors import WsssError
 from ..models import build_model
 from ..models.affinity_net import AffinityNet
 from ..run.context import RunContext
+from ..run.per_image import output_settings
 
 log = logging.getLogger("wsss")
 
@@ -43,10 +44,12 @@ class AffinityLoss:
         return loss, stats
 
 
-def aff_fingerprint(ctx: RunContext) -> str:
+def aff_fingerprint(ctx: RunContext, seeds: dict) -> str:
+    """The training's settings, the seeds' (their CAMs, thresholds, saliency) among them: new
+    seeds retrain AffinityNet."""
     cfg = ctx.config
     return config_fingerprint({"aff": cfg.aff.model_dump(mode="json"), "backbone": cfg.backbone.model_dump(mode="json"),
-                               "split": cfg.data.train_split, "seed": cfg.seed})
+                               "seeds": seeds, "split": cfg.data.train_split, "seed": cfg.seed})
 
 
 def run(ctx: RunContext, max_steps: int | None = None) -> Path:
@@ -56,7 +59,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
     missing = [i for i in voc.ids if not (seed_dir / f"{i}.png").exists()]
     if missing:
         raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-aff-labels` first")
-    fingerprint = aff_fingerprint(ctx)
+    fingerprint = aff_fingerprint(ctx, output_settings(seed_dir) or {})
     final = ctx.layout.affinity_model
     if skip_finished("train-aff", final, fingerprint):
         return final

@@ -27,6 +27,7 @@ NON_METRIC_KEYS = {"timings_s"}
 # Titles and order of the stages this code knows; others follow in summary order, titled by key.
 STAGE_TITLES = {
     "cam": "CAM (best background threshold)",
+    "saliency": "Saliency maps as objects vs background (SSNet's, the seeds' and walk's cue)",
     "rw": "CAM + random walk (AffinityNet, or IRN's boundaries)",
     "rw_crf": "CAM + random walk + dense CRF",
     "seg": "Segmentation network (pseudo labels)",
@@ -37,6 +38,8 @@ STAGE_TITLES = {
 METRIC_FORMATS = {
     "miou": ("mIoU", "{:.2f}"),
     "best_threshold": ("bg threshold", "{:.2f}"),
+    "object_iou": ("object IoU", "{:.2f}"),
+    "threshold": ("threshold", "{:.2f}"),
     "max_f": ("max F", "{:.3f}"),
     "mae": ("MAE", "{:.3f}"),
     "s_measure": ("S", "{:.3f}"),

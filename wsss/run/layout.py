@@ -6,9 +6,10 @@ there, the report and the evaluations read there.
     <run>/summary.json                     the metrics of every stage, updated as stages finish
     <run>/log.txt                          the log of every command
     <run>/report.html                      `wsss report`
-    <run>/eval/<kind>_<name>.json          metrics: cam, pseudo, seg, seg_gt, ssnet<k>, ssnet<k>_pseudo, tune
+    <run>/eval/<kind>_<name>.json          metrics: cam, saliency, pseudo, seg, seg_gt, ssnet<k>, ssnet<k>_pseudo, tune
     <run>/cam/                             CAM classifier: model.pt, checkpoint.pt, train_log.jsonl
     <run>/cams/<name>/<id>.npz             CAMs (float16) of a split
+    <run>/saliency/<name>/<id>.png         saliency maps (0-255) of a split, the cue of PSA / IRN
     <run>/aff_labels/<split>/<id>.png      PSA: confident seeds (0 bg, class, 255 unknown)
     <run>/aff/                             PSA: AffinityNet
     <run>/irn_labels/<split>/<id>.png      IRN: confident seeds (0 bg, class, 255 unknown)
@@ -92,6 +93,10 @@ class RunLayout:
 
     def cams(self, name: str) -> Path:
         return self.root / "cams" / name
+
+    def saliency(self, name: str) -> Path:
+        """Saliency maps of a split (make-saliency): ``<id>.png``, 8-bit grey, S x 255."""
+        return self.root / "saliency" / name
 
     # -------------------------------------------------------------------------- PSA
     def seed_labels(self, split: str) -> Path:

@@ -8,7 +8,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from .. import distributed
 from ..data.voc import VocDataset
@@ -17,6 +17,16 @@ from ..parallel import map_images, resolve_workers
 from .context import RunContext
 
 log = logging.getLogger("wsss")
+
+
+SETTINGS_FILE = "settings.json"
+"""What a per-image folder's files were made with (written by :func:`claim_output_dir`)."""
+
+
+def output_settings(folder: Path) -> Optional[dict]:
+    """The settings a per-image folder's outputs were made with (None before its stage ran)."""
+    record = Path(folder) / SETTINGS_FILE
+    return json.loads(record.read_text()) if record.exists() else None
 
 
 def claim_output_dir(folder: Path, settings: dict) -> None:
@@ -58,7 +68,7 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
 
 
 def _claim(folder: Path, settings: dict) -> None:
-    record = folder / "settings.json"
+    record = folder / SETTINGS_FILE
     wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
     if folder.exists():
         if record.exists() and json.loads(record.read_text()) == wanted:

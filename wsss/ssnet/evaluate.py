@@ -57,8 +57,9 @@ def saliency_sets(ctx: RunContext, saliency_data: Optional[Path]) -> dict[str, t
 def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None, saliency_data: Optional[Path] = None, saliency: bool = True) -> dict:
     """Segmentation of ``split`` (when it has masks) and saliency (single-scale and, with
-    ``ssnet.saliency_eval_multiscale``, multi-scale + flip) of the held-out images and the ``ssnet.saliency.eval_roots`` benchmarks (or of every
-    image of ``saliency_data``, another saliency dataset, instead)."""
+    ``ssnet.saliency_eval_multiscale``, multi-scale + flip) of the held-out images and the
+    ``ssnet.saliency.eval_roots`` benchmarks (or of every image of ``saliency_data``, another
+    saliency dataset, instead)."""
     check_stage(stage)
     cfg = ctx.config
     s = cfg.ssnet

@@ -14,7 +14,6 @@ held out).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -37,6 +36,7 @@ from ..models import build_model, load_model
 from ..models.build import deeplab_options
 from ..models.ssnet import SSNet
 from ..run.context import RunContext, required_model
+from ..run.per_image import output_settings
 from .losses import classification_loss, pseudo_label_loss, saliency_loss
 
 log = logging.getLogger("wsss")
@@ -179,8 +179,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
                             f"`wsss make-ssnet-pseudo --stage 1 --split {split}` first")
         target = LabelMapFolder(folder, voc.ids)
         stage1 = required_model(None, model_path(ctx, 1), "SSNet stage-1 model", "train-ssnet --stage 1")
-        settings = folder.parent / "settings.json"
-        extra["pseudo_labels"] = json.loads(settings.read_text()) if settings.exists() else str(folder)
+        extra["pseudo_labels"] = output_settings(folder.parent) or str(folder)
         if stage_cfg.init_from_stage1:
             init = stage1
             check_same_head(stage1, stage_cfg)

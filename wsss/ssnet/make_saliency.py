@@ -1,0 +1,261 @@
+"""`wsss make-saliency`: SSNet's saliency maps of a split, the background cue of PSA and IRN.
+
+SSNet (Zeng et al., ICCV 2019) learns class-agnostic saliency S = sum_i v_i H_i from pixel
+masks (DUTS-TR). PSA and IRN decide background from (1 - max CAM)^alpha, a guess where CAMs
+fire on parts and leak onto context; saliency is the missing cue. This step writes the maps of
+any split from any saliency-capable checkpoint (``saliency.checkpoint``, or
+``--saliency-checkpoint``), like make-cam writes CAMs:
+
+    saliency/<name>/<id>.png               8-bit grey, round(255 S), at the image's size
+    saliency/<name>/settings.json          the model's fingerprint and how the maps were made
+    eval/saliency_maps_<name>.json         on a split with masks: the maps as class-agnostic
+                                           foreground (objects vs background, void ignored)
+                                           at thresholds 0.05..0.95, their best threshold s*, MAE
+
+The seeds and the walk read them through :func:`saliency_cue` (thresholds from s*, as
+``aff.seeds: auto`` derives the CAMs' from t*).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..cam.evaluate import best_cam_threshold
+from ..cam.seeds import auto_seed_thresholds
+from ..distributed import on_main_process
+from ..engine import model_fingerprint
+from ..errors import WsssError
+from ..io import IGNORE_INDEX, load_saliency_map, save_image, save_json
+from ..models import load_model
+from ..predict import Predictor
+from ..run.context import RunContext
+from ..run.per_image import output_settings, run_per_image
+
+log = logging.getLogger("wsss")
+
+EVAL_KIND = "saliency_maps"
+"""``eval/saliency_maps_<name>.json`` (``eval/saliency_<dataset>.json`` is eval-saliency's)."""
+
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""Saliency thresholds the foreground IoU is scored at (0.05 .. 0.95)."""
+
+
+def saliency_checkpoint(ctx: RunContext, checkpoint: Optional[Path] = None) -> Path:
+    """The saliency model: ``checkpoint`` (--saliency-checkpoint) or ``saliency.checkpoint``."""
+    path = checkpoint or ctx.config.saliency.checkpoint
+    if path is None:
+        raise WsssError("no saliency model: set saliency.checkpoint to an SSNet model.pt (`wsss train-ssnet`, "
+                        "e.g. --set saliency.checkpoint=runs/ssnet_msrc/ssnet2/model.pt) or pass --saliency-checkpoint")
+    path = Path(path)
+    if not path.is_file():
+        raise WsssError(f"{path}: saliency model not found; train one with `wsss train-ssnet` or fix saliency.checkpoint")
+    return path
+
+
+def saliency_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+    return ctx.layout.saliency(ctx.output_name(split, root))
+
+
+def saliency_settings(ctx: RunContext, split: str, root: Optional[Path] = None) -> Optional[dict]:
+    """The settings a split's saliency maps were made with (None before make-saliency ran)."""
+    return output_settings(saliency_dir(ctx, split, root))
+
+
+def load_saliency(folder: Path, image_id: str, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 saliency in [0, 1] of one image, checked to be the image's ``size``."""
+    path = folder / f"{image_id}.png"
+    saliency = load_saliency_map(path, missing="run `wsss make-saliency` for this split first",
+                                 damaged="delete it and re-run `wsss make-saliency`")
+    if saliency.shape != tuple(size):
+        raise WsssError(f"{path}: saliency map is {saliency.shape[1]}x{saliency.shape[0]}, its image "
+                        f"{size[1]}x{size[0]}; delete it and re-run `wsss make-saliency`")
+    return saliency
+
+
+def saliency_to_png(saliency: np.ndarray) -> np.ndarray:
+    """(H, W) float saliency in [0, 1] -> (H, W) uint8 grey levels round(255 S)."""
+    return np.round(255 * np.clip(saliency, 0, 1)).astype(np.uint8)
+
+
+def foreground_confusions(saliency: np.ndarray, mask: np.ndarray, thresholds=THRESHOLDS) -> np.ndarray:
+    """Saliency as class-agnostic foreground against a class mask.
+
+    Args:
+        saliency: (H, W) S in [0, 1]; mask: (H, W) uint8, 0 background, 1.. objects, 255 void.
+    Returns:
+        (T, 2, 2) int64 confusion matrices, one per threshold (rows: truth background /
+        object, columns: S < t / S >= t), void pixels left out.
+    """
+    valid = mask != IGNORE_INDEX
+    truth = (mask[valid] > 0).astype(np.int64)
+    values = saliency[valid]
+    out = np.zeros((len(thresholds), 2, 2), dtype=np.int64)
+    for k, threshold in enumerate(thresholds):
+        predicted = (values >= threshold).astype(np.int64)
+        out[k] = np.bincount(2 * truth + predicted, minlength=4).reshape(2, 2)
+    return out
+
+
+def two_class_iou(confusion: np.ndarray) -> tuple[float, float]:
+    """(background IoU, object IoU) of a (2, 2) confusion matrix (NaN where a class never occurs)."""
+    ious = []
+    for c in (0, 1):
+        union = confusion[c, :].sum() + confusion[:, c].sum() - confusion[c, c]
+        ious.append(float(confusion[c, c] / union) if union else float("nan"))
+    return ious[0], ious[1]
+
+
+class SaliencyMaker:
+    """Per-image job: the saliency map of one image, written atomically (built in each worker)."""
+
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Path):
+        cue = ctx.config.saliency
+        self.voc, self.out = ctx.dataset(split, root), saliency_dir(ctx, split, root)
+        self.predictor = Predictor(checkpoint, str(ctx.device), cue.scales, cue.flip, amp=ctx.config.amp,
+                                   max_side=cue.long_side, saliency_upsample=cue.upsample, saliency_crf=cue.crf)
+
+    def __call__(self, index: int) -> None:
+        saliency = self.predictor.saliency(self.voc.load_image(index))
+        save_image(self.out / f"{self.voc.ids[index]}.png", saliency_to_png(saliency))
+
+
+def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
+        checkpoint: Optional[Path] = None) -> Path:
+    """Write the saliency maps of every image of ``split``; score them when it has masks."""
+    split = split or ctx.config.data.train_split
+    voc = ctx.dataset(split, root)
+    cue = ctx.config.saliency
+    out = saliency_dir(ctx, split, root)
+    if checkpoint is None and cue.checkpoint is None and saliency_settings(ctx, split, root) is not None \
+            and all((out / f"{image_id}.png").exists() for image_id in voc.ids):
+        # made earlier with --saliency-checkpoint: complete, and no model configured to remake them
+        log.info("make-saliency: %s is complete (%d images), skipping", out, len(voc))
+        return out
+    path = saliency_checkpoint(ctx, checkpoint)
+    load_model(path, "cpu", "ssnet")  # not an SSNet: one line naming the file, before any worker starts
+    settings = {"model": model_fingerprint(path), "scales": cue.scales, "flip": cue.flip, "crf": cue.crf,
+                "upsample": cue.upsample, "long_side": cue.long_side, **ctx.precision_setting()}
+    run_per_image(ctx, "make-saliency", voc, out, settings, lambda image_id: out / f"{image_id}.png",
+                  SaliencyMaker, (ctx, split, root, path), cue.workers, f"make-saliency {split}")
+    if voc.has_masks:
+        score(ctx, split, root)
+    return out
+
+
+@on_main_process  # scoring is not sharded: rank 0 scores, the others wait
+def score(ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
+    """Score a split's saliency maps as class-agnostic foreground (objects vs background)."""
+    voc = ctx.dataset(split, root, require_masks=True)
+    folder = saliency_dir(ctx, split, root)
+    confusions = np.zeros((len(THRESHOLDS), 2, 2), dtype=np.int64)
+    abs_error, pixels = 0.0, 0
+    for index, image_id in enumerate(voc.ids):
+        image = voc.load_image(index)
+        mask = voc.load_mask(index, image.shape[:2])
+        saliency = load_saliency(folder, image_id, image.shape[:2])
+        confusions += foreground_confusions(saliency, mask)
+        valid = mask != IGNORE_INDEX
+        abs_error += float(np.abs(saliency[valid] - (mask[valid] > 0)).sum())
+        pixels += int(valid.sum())
+    ious = [two_class_iou(c) for c in confusions]
+    mious = [float(np.nanmean(pair)) for pair in ious]
+    best = int(np.nanargmax(mious))
+    name = ctx.output_name(split, root)
+    result = {"split": split, "best_threshold": THRESHOLDS[best], "miou": round(100 * mious[best], 2),
+              "object_iou": round(100 * ious[best][1], 2), "mae": round(abs_error / max(pixels, 1), 4),
+              "sweep": [{"threshold": t, "background_iou": round(100 * b, 2), "object_iou": round(100 * o, 2)}
+                        for t, (b, o) in zip(THRESHOLDS, ious)]}
+    save_json(ctx.layout.eval_file(EVAL_KIND, name), result)
+    ctx.update_summary(f"saliency/{name}", {"miou": result["miou"], "object_iou": result["object_iou"],
+                                             "threshold": result["best_threshold"], "mae": result["mae"]})
+    log.info("saliency %s: objects vs background mIoU %.2f (object IoU %.2f) at threshold %.2f, MAE %.4f",
+             name, result["miou"], result["object_iou"], result["best_threshold"], result["mae"])
+    return result
+
+
+def best_saliency_threshold(ctx: RunContext) -> float:
+    """s*: ``saliency.threshold``, or the threshold at which the train split's maps scored best."""
+    if ctx.config.saliency.threshold is not None:
+        return ctx.config.saliency.threshold
+    path = ctx.layout.eval_file(EVAL_KIND, ctx.config.data.train_split)
+    if not path.exists():
+        raise WsssError(f"{path}: not found; the saliency thresholds come from `wsss make-saliency` on the train "
+                        "split with masks (or set saliency.threshold)")
+    return float(json.loads(path.read_text())["best_threshold"])
+
+
+@dataclass(frozen=True)
+class SaliencyCue:
+    """How the seeds and the walk use a split's saliency maps (``wsss.config.SaliencyCueConfig``).
+
+    ``fg_min`` / ``bg_max``: a foreground seed needs S >= fg_min, S <= bg_max makes background
+    (``cam.seeds.saliency_guided_seeds``); ``weight`` / ``power``: the walk's background
+    (1 - w) b_cam + w (1 - S)^power (``cam.seeds.mixed_background``)."""
+
+    seeds: bool
+    fg_min: float
+    bg_max: float
+    weight: float
+    power: float
+    settings: dict = field(default_factory=dict)
+
+    def maps(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
+        """The folder of ``split``'s maps, checked to exist."""
+        folder = saliency_dir(ctx, split, root)
+        if saliency_settings(ctx, split, root) is None:
+            raise WsssError(f"{folder}: no saliency maps; run `wsss make-saliency --split {split}` first")
+        return folder
+
+    def load(self, folder: Path, image_id: str, size: tuple[int, int]) -> np.ndarray:
+        """(H, W) saliency of one image of ``folder`` (:meth:`maps`)."""
+        return load_saliency(folder, image_id, size)
+
+    def split_settings(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
+        """What a stage's outputs on ``split`` depend on: these settings and the maps' (checked to
+        exist, so that missing maps fail before any worker starts)."""
+        self.maps(ctx, split, root)
+        return {**self.settings, "maps": saliency_settings(ctx, split, root)}
+
+
+def seed_cue(ctx: RunContext) -> Optional[SaliencyCue]:
+    """The saliency cue when the seeds use it (``saliency.seeds``), else None."""
+    cue = saliency_cue(ctx)
+    return cue if cue is not None and cue.seeds else None
+
+
+def walk_cue(ctx: RunContext) -> Optional[SaliencyCue]:
+    """The saliency cue when the walk's background uses it (``saliency.walk_weight`` > 0), else None."""
+    cue = saliency_cue(ctx)
+    return cue if cue is not None and cue.weight > 0 else None
+
+
+def saliency_power(saliency_threshold: float, cam_threshold: float) -> float:
+    """gamma with (1 - s*)^gamma = t*: at the saliency threshold s* the background score
+    (1 - S)^gamma equals the CAMs' best threshold t*, the value a CAM must beat to be object."""
+    return math.log(cam_threshold) / math.log(1 - saliency_threshold)
+
+
+def saliency_cue(ctx: RunContext) -> Optional[SaliencyCue]:
+    """The run's saliency cue, or None when neither the seeds nor the walk use saliency."""
+    cfg = ctx.config.saliency
+    if not cfg.used:
+        return None
+    threshold = best_saliency_threshold(ctx)
+    fg_min, bg_max = auto_seed_thresholds(threshold, cfg.fg_margin, cfg.bg_factor)
+    power = cfg.walk_power
+    if power is None and cfg.walk_weight > 0:
+        power = saliency_power(threshold, best_cam_threshold(ctx, "saliency.walk_power"))
+    power = power or 1.0
+    settings = {"seeds": cfg.seeds, "weight": cfg.walk_weight}
+    if cfg.seeds:
+        settings.update(fg_min=fg_min, bg_max=bg_max)
+    if cfg.walk_weight > 0:
+        settings["power"] = power
+    return SaliencyCue(cfg.seeds, fg_min, bg_max, cfg.walk_weight, power, settings)
