@@ -12,6 +12,7 @@ OMP_NUM_THREADS=1 (torchrun's default) for files that are bit-identical across l
 
 When a job fails, the pool is terminated: its workers get SIGTERM, which they turn into
 SystemExit so that a write in progress (``wsss.io.atomic_path``) removes its temporary file.
+When every job is done, the pool is closed and its workers exit on their own.
 """
 
 from __future__ import annotations
@@ -75,9 +76,19 @@ def map_images(factory: Callable, args: tuple, indices: Iterable[int], workers: 
         if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # the user's cap on threads per process
             threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
         # spawn, not fork: a forked child of a process that already ran torch ops can deadlock
-        with mp.get_context("spawn").Pool(workers, _init_worker, (factory, args, threads)) as pool:
+        pool = mp.get_context("spawn").Pool(workers, _init_worker, (factory, args, threads))
+        try:
             for result in pool.imap_unordered(_run_one, indices):
                 results.append(result)
                 bar.update(1)
+            # done: the workers exit by themselves. Terminating them instead (what ``with Pool``
+            # does) could land SIGTERM in their interpreter's exit handlers, which then printed
+            # "Exception ignored in atexit callback" tracebacks after a successful stage.
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     bar.close()
     return results
