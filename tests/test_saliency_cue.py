@@ -167,6 +167,12 @@ def test_psa_pipeline_with_ssnet_saliency_runs_end_to_end(cam_run, ssnet_run, tm
     pseudo_settings = json.loads((run_dir / "pseudo" / "train" / "settings.json").read_text())
     assert pseudo_settings["saliency"]["weight"] == 0.5 and pseudo_settings["saliency"]["power"] > 0
     assert (run_dir / "seg" / "model.pt").exists()
+    # another walk weight re-walks; the seeds (and so AffinityNet) do not depend on it
+    seed_file = run_dir / "aff_labels" / "train" / f"{voc.ids[0]}.png"
+    made = seed_file.stat().st_mtime_ns
+    assert main(["make-aff-labels", "--config", str(path), "--run-dir", str(run_dir), "--no-progress",
+                 "--set", "saliency.walk_weight=0.25"]) == 0
+    assert seed_file.stat().st_mtime_ns == made
     # the tuner sweeps the saliency weight beside the walk's settings
     assert main(["tune", "--config", str(path), "--run-dir", str(run_dir), "--no-progress", "--split", "train",
                  "--limit", "4", "--beta", "8", "--steps", "8", "--bg-threshold", "0.3",

@@ -126,7 +126,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
                 "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
     cue = walk_cue(ctx)
     if cue is not None:
-        settings["saliency"] = cue.split_settings(ctx, split, root)
+        settings["saliency"] = cue.walk_settings(ctx, split, root)
     log.info("make-irn-pseudo: background score %.3g", bg_threshold)
     run_per_image(ctx, "make-irn-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold), irn.workers,

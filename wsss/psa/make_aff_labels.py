@@ -63,7 +63,7 @@ def write_seed_labels(ctx: RunContext, command: str, split: str, out: Path, alph
     settings = {**settings, "crf": ctx.config.crf.model_dump() if crf else None, "cams": cam_settings(ctx, split)}
     cue = seed_cue(ctx)
     if cue is not None:
-        settings["saliency"] = cue.split_settings(ctx, split)
+        settings["saliency"] = cue.seed_settings(ctx, split)
         log.info("%s: seeds corrected by saliency: objects need S >= %.3g, background where S <= %.3g",
                  command, cue.fg_min, cue.bg_max)
     run_per_image(ctx, command, ctx.dataset(split), out, settings, lambda image_id: out / f"{image_id}.png",

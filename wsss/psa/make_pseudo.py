@@ -122,7 +122,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
                 "scores": walk.save_scores, "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
     cue = walk_cue(ctx)
     if cue is not None:
-        settings["saliency"] = cue.split_settings(ctx, split, root)
+        settings["saliency"] = cue.walk_settings(ctx, split, root)
     # rw/<id>.png, written last, marks a finished image
     run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   PseudoLabeler, (ctx, split, root, checkpoint, alpha), walk.workers, f"make-pseudo {split}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -204,7 +204,6 @@ class SaliencyCue:
     bg_max: float
     weight: float
     power: float
-    settings: dict = field(default_factory=dict)
 
     def maps(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
         """The folder of ``split``'s maps, checked to exist."""
@@ -217,11 +216,17 @@ class SaliencyCue:
         """(H, W) saliency of one image of ``folder`` (:meth:`maps`)."""
         return load_saliency(folder, image_id, size)
 
-    def split_settings(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
-        """What a stage's outputs on ``split`` depend on: these settings and the maps' (checked to
-        exist, so that missing maps fail before any worker starts)."""
+    def seed_settings(self, ctx: RunContext, split: str) -> dict:
+        """What the seeds of ``split`` depend on: the thresholds and the maps (checked to exist, so
+        that missing maps fail before any worker starts). The walk's weight is not among them: a
+        new weight re-walks, it does not remake the seeds and retrain the network."""
+        self.maps(ctx, split)
+        return {"fg_min": self.fg_min, "bg_max": self.bg_max, "maps": saliency_settings(ctx, split)}
+
+    def walk_settings(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
+        """What the walk's labels of ``split`` depend on: the weight, the power and the maps."""
         self.maps(ctx, split, root)
-        return {**self.settings, "maps": saliency_settings(ctx, split, root)}
+        return {"weight": self.weight, "power": self.power, "maps": saliency_settings(ctx, split, root)}
 
 
 def seed_cue(ctx: RunContext) -> Optional[SaliencyCue]:
@@ -252,10 +257,4 @@ def saliency_cue(ctx: RunContext) -> Optional[SaliencyCue]:
     power = cfg.walk_power
     if power is None and cfg.walk_weight > 0:
         power = saliency_power(threshold, best_cam_threshold(ctx, "saliency.walk_power"))
-    power = power or 1.0
-    settings = {"seeds": cfg.seeds, "weight": cfg.walk_weight}
-    if cfg.seeds:
-        settings.update(fg_min=fg_min, bg_max=bg_max)
-    if cfg.walk_weight > 0:
-        settings["power"] = power
-    return SaliencyCue(cfg.seeds, fg_min, bg_max, cfg.walk_weight, power, settings)
+    return SaliencyCue(cfg.seeds, fg_min, bg_max, cfg.walk_weight, power or 1.0)
