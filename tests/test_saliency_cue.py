@@ -154,8 +154,8 @@ def test_psa_pipeline_with_ssnet_saliency_runs_end_to_end(cam_run, ssnet_run, tm
     shutil.copytree(cam_run_dir, run_dir)
     assert main(["run", "--config", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert 0 < summary["saliency/train"]["threshold"] < 1
-    assert summary["saliency/train"]["miou"] > 0
+    assert 0 < summary["saliency_maps/train"]["threshold"] < 1
+    assert summary["saliency_maps/train"]["miou"] > 0
     assert {"make-saliency/train", "make-aff-labels", "train-aff", "make-pseudo/train", "train-seg"} <= set(summary["timings_s"])
     voc = VocDataset(tiny_dataset, "train")
     for index in (0, len(voc) - 1):

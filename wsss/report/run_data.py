@@ -27,7 +27,7 @@ NON_METRIC_KEYS = {"timings_s"}
 # Titles and order of the stages this code knows; others follow in summary order, titled by key.
 STAGE_TITLES = {
     "cam": "CAM (best background threshold)",
-    "saliency": "Saliency maps as objects vs background (SSNet's, the seeds' and walk's cue)",
+    "saliency_maps": "Saliency maps as objects vs background (SSNet's, the seeds' and walk's cue)",
     "rw": "CAM + random walk (AffinityNet, or IRN's boundaries)",
     "rw_crf": "CAM + random walk + dense CRF",
     "seg": "Segmentation network (pseudo labels)",

@@ -173,7 +173,7 @@ def score(ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
               "sweep": [{"threshold": t, "background_iou": round(100 * b, 2), "object_iou": round(100 * o, 2)}
                         for t, (b, o) in zip(THRESHOLDS, ious)]}
     save_json(ctx.layout.eval_file(EVAL_KIND, name), result)
-    ctx.update_summary(f"saliency/{name}", {"miou": result["miou"], "object_iou": result["object_iou"],
+    ctx.update_summary(f"{EVAL_KIND}/{name}", {"miou": result["miou"], "object_iou": result["object_iou"],
                                              "threshold": result["best_threshold"], "mae": result["mae"]})
     log.info("saliency %s: objects vs background mIoU %.2f (object IoU %.2f) at threshold %.2f, MAE %.4f",
              name, result["miou"], result["object_iou"], result["best_threshold"], result["mae"])
