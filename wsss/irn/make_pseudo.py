@@ -33,7 +33,7 @@ from ..models.irn import IRNet
 from ..psa.make_pseudo import save_walk_labels
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from ..ssnet.make_saliency import walk_cue
+from ..ssnet.make_saliency import SaliencyCue, saliency_dir, walk_cue
 from .walk import boundary_walk, walk_scores, walked_background_scores
 
 log = logging.getLogger("wsss")
@@ -88,25 +88,21 @@ class IrnPseudoLabeler:
     """Per-image job: boundary, walk, CRF, write (built inside each worker process)."""
 
     def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path],
-                 bg_threshold: float):
+                 bg_threshold: float, cue: Optional[SaliencyCue] = None):
         self.ctx, self.voc = ctx, ctx.dataset(split, root)
         self.cams, self.out = cam_dir(ctx, split, root), ctx.layout.pseudo(ctx.output_name(split, root))
         self.model, self.bg_threshold = load_irn_model(ctx, checkpoint), bg_threshold
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
-        self.cue = walk_cue(ctx)
-        self.saliency = self.cue.maps(ctx, split, root) if self.cue else None
+        self.cue, self.saliency = cue, saliency_dir(ctx, split, root)
 
     def __call__(self, index: int) -> None:
         irn, image_id = self.ctx.config.irn, self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
-        cue = {}
-        if self.cue is not None:
-            cue = {"saliency": self.cue.load(self.saliency, image_id, image.shape[:2]), "weight": self.cue.weight,
-                   "power": self.cue.power}
+        mix = self.cue.walk_mix(self.saliency, image_id, image.shape[:2]) if self.cue else {}
         with torch.inference_mode():
             boundary = boundary_map(self.model, image, self.ctx.device, self.amp)
             scores = walked_scores(boundary, cams, irn.walk_radius, irn.beta, irn.steps, self.bg_threshold,
-                                   irn.walk_normalize == "max", irn.walk_background, **cue)
+                                   irn.walk_normalize == "max", irn.walk_background, **mix)
         save_walk_labels(self.out, image_id, image, scores, keys, self.ctx.config.crf if irn.crf else None,
                          irn.crf_power)
 
@@ -129,6 +125,6 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
         settings["saliency"] = cue.walk_settings(ctx, split, root)
     log.info("make-irn-pseudo: background score %.3g", bg_threshold)
     run_per_image(ctx, "make-irn-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
-                  IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold), irn.workers,
+                  IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold, cue), irn.workers,
                   f"make-irn-pseudo {split}")
     return out

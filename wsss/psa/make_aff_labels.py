@@ -19,7 +19,7 @@ from ..crf import crf_refiner
 from ..io import save_palette_png
 from ..run.context import RunContext
 from ..run.per_image import run_per_image
-from ..ssnet.make_saliency import seed_cue
+from ..ssnet.make_saliency import SaliencyCue, load_saliency, saliency_dir, seed_cue
 
 log = logging.getLogger("wsss")
 
@@ -38,11 +38,11 @@ class SeedLabeler:
     into ``out`` (PSA's ``aff_labels/`` or IRN's ``irn_labels/``), corrected by saliency when the
     run's saliency cue says so (``saliency.seeds``)."""
 
-    def __init__(self, ctx: RunContext, split: str, out: Path, alphas: tuple[float, float], crf: bool):
+    def __init__(self, ctx: RunContext, split: str, out: Path, alphas: tuple[float, float], crf: bool,
+                 cue: Optional[SaliencyCue] = None):
         self.ctx, self.voc = ctx, ctx.dataset(split)
         self.cams, self.out, self.alphas, self.crf = cam_dir(ctx, split), out, alphas, crf
-        self.cue = seed_cue(ctx)
-        self.saliency = self.cue.maps(ctx, split) if self.cue else None
+        self.cue, self.saliency = cue, saliency_dir(ctx, split)
 
     def __call__(self, index: int) -> None:
         image_id = self.voc.ids[index]
@@ -50,7 +50,7 @@ class SeedLabeler:
         refine = crf_refiner(self.ctx.config.crf, image) if self.crf else None
         seeds = seed_labels(cams, keys, *self.alphas, refine=refine)
         if self.cue is not None:
-            saliency = self.cue.load(self.saliency, image_id, image.shape[:2])
+            saliency = load_saliency(self.saliency, image_id, image.shape[:2])
             seeds = saliency_guided_seeds(seeds, saliency, self.cue.fg_min, self.cue.bg_max, has_classes=len(keys) > 0)
         save_palette_png(self.out / f"{image_id}.png", seeds)
 
@@ -67,7 +67,7 @@ def write_seed_labels(ctx: RunContext, command: str, split: str, out: Path, alph
         log.info("%s: seeds corrected by saliency: objects need S >= %.3g, background where S <= %.3g",
                  command, cue.fg_min, cue.bg_max)
     run_per_image(ctx, command, ctx.dataset(split), out, settings, lambda image_id: out / f"{image_id}.png",
-                  SeedLabeler, (ctx, split, out, alphas, crf), workers, f"{command} {split}")
+                  SeedLabeler, (ctx, split, out, alphas, crf, cue), workers, f"{command} {split}")
     return out
 
 

@@ -33,7 +33,7 @@ from ..io import save_npz, save_palette_png
 from ..models import load_model
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from ..ssnet.make_saliency import walk_cue
+from ..ssnet.make_saliency import SaliencyCue, saliency_dir, walk_cue
 
 log = logging.getLogger("wsss")
 
@@ -83,22 +83,20 @@ def save_walk_labels(out: Path, image_id: str, image: np.ndarray, scores: np.nda
 class PseudoLabeler:
     """Per-image job: walk, CRF, write (built inside each worker process)."""
 
-    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], alpha: float):
+    def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], alpha: float,
+                 cue: Optional[SaliencyCue] = None):
         self.ctx, self.voc = ctx, ctx.dataset(split, root)
         self.cams, self.out, self.alpha = cam_dir(ctx, split, root), pseudo_dir(ctx, split, root), alpha
         self.model = load_affinity_model(ctx, checkpoint)
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
-        self.cue = walk_cue(ctx)
-        self.saliency = self.cue.maps(ctx, split, root) if self.cue else None
+        self.cue, self.saliency = cue, saliency_dir(ctx, split, root)
 
     def __call__(self, index: int) -> None:
         cfg, image_id = self.ctx.config, self.voc.ids[index]
         cams, keys, image = load_cam_with_image(self.cams, self.voc, index)
-        if self.cue is None:
-            scores = scores_with_background(cams, self.alpha)
-        else:  # the walk spreads the saliency-mixed background with the CAMs
-            saliency = self.cue.load(self.saliency, image_id, image.shape[:2])
-            scores = scores_with_background(cams, self.alpha, saliency, self.cue.weight, self.cue.power)
+        # with a saliency cue, the walk spreads the saliency-mixed background with the CAMs
+        mix = self.cue.walk_mix(self.saliency, image_id, image.shape[:2]) if self.cue else {}
+        scores = scores_with_background(cams, self.alpha, **mix)
         with torch.inference_mode():
             with autocast(self.ctx.device, self.amp):  # the network only; the walk runs in float32
                 features = self.model(image_tensor(image, self.ctx.device)[None])[0].float()
@@ -125,5 +123,5 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
         settings["saliency"] = cue.walk_settings(ctx, split, root)
     # rw/<id>.png, written last, marks a finished image
     run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
-                  PseudoLabeler, (ctx, split, root, checkpoint, alpha), walk.workers, f"make-pseudo {split}")
+                  PseudoLabeler, (ctx, split, root, checkpoint, alpha, cue), walk.workers, f"make-pseudo {split}")
     return out

@@ -30,7 +30,6 @@ import numpy as np
 from ..cam.evaluate import best_cam_threshold
 from ..cam.seeds import auto_seed_thresholds
 from ..distributed import on_main_process
-from ..engine import model_fingerprint
 from ..errors import WsssError
 from ..io import IGNORE_INDEX, load_saliency_map, save_image, save_json
 from ..models import load_model
@@ -139,8 +138,8 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
         log.info("make-saliency: %s is complete (%d images), skipping", out, len(voc))
         return out
     path = saliency_checkpoint(ctx, checkpoint)
-    load_model(path, "cpu", "ssnet")  # not an SSNet: one line naming the file, before any worker starts
-    settings = {"model": model_fingerprint(path), "scales": cue.scales, "flip": cue.flip, "crf": cue.crf,
+    model = load_model(path, "cpu", "ssnet")  # not an SSNet: one line naming the file, before any worker starts
+    settings = {"model": model.fingerprint, "scales": cue.scales, "flip": cue.flip, "crf": cue.crf,
                 "upsample": cue.upsample, "long_side": cue.long_side, **ctx.precision_setting()}
     run_per_image(ctx, "make-saliency", voc, out, settings, lambda image_id: out / f"{image_id}.png",
                   SaliencyMaker, (ctx, split, root, path), cue.workers, f"make-saliency {split}")
@@ -205,28 +204,29 @@ class SaliencyCue:
     weight: float
     power: float
 
-    def maps(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
-        """The folder of ``split``'s maps, checked to exist."""
-        folder = saliency_dir(ctx, split, root)
-        if saliency_settings(ctx, split, root) is None:
-            raise WsssError(f"{folder}: no saliency maps; run `wsss make-saliency --split {split}` first")
-        return folder
-
-    def load(self, folder: Path, image_id: str, size: tuple[int, int]) -> np.ndarray:
-        """(H, W) saliency of one image of ``folder`` (:meth:`maps`)."""
-        return load_saliency(folder, image_id, size)
+    def walk_mix(self, folder: Path, image_id: str, size: tuple[int, int]) -> dict:
+        """The saliency arguments of the walk's background for one image of ``folder``:
+        ``saliency`` (H, W), ``weight``, ``power`` (as ``cam.seeds.scores_with_background`` and
+        ``irn.make_pseudo.walked_scores`` take them)."""
+        return {"saliency": load_saliency(folder, image_id, size), "weight": self.weight, "power": self.power}
 
     def seed_settings(self, ctx: RunContext, split: str) -> dict:
         """What the seeds of ``split`` depend on: the thresholds and the maps (checked to exist, so
         that missing maps fail before any worker starts). The walk's weight is not among them: a
         new weight re-walks, it does not remake the seeds and retrain the network."""
-        self.maps(ctx, split)
-        return {"fg_min": self.fg_min, "bg_max": self.bg_max, "maps": saliency_settings(ctx, split)}
+        return {"fg_min": self.fg_min, "bg_max": self.bg_max, "maps": _existing_maps(ctx, split, None)}
 
     def walk_settings(self, ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
         """What the walk's labels of ``split`` depend on: the weight, the power and the maps."""
-        self.maps(ctx, split, root)
-        return {"weight": self.weight, "power": self.power, "maps": saliency_settings(ctx, split, root)}
+        return {"weight": self.weight, "power": self.power, "maps": _existing_maps(ctx, split, root)}
+
+
+def _existing_maps(ctx: RunContext, split: str, root: Optional[Path]) -> dict:
+    """The settings of ``split``'s saliency maps; no maps is a one-line error naming the fix."""
+    settings = saliency_settings(ctx, split, root)
+    if settings is None:
+        raise WsssError(f"{saliency_dir(ctx, split, root)}: no saliency maps; run `wsss make-saliency --split {split}` first")
+    return settings
 
 
 def seed_cue(ctx: RunContext) -> Optional[SaliencyCue]:
