@@ -15,7 +15,8 @@ from wsss.cli import main
 from wsss.data.voc import VocDataset
 from wsss.io import IGNORE_INDEX, load_mask
 from wsss.irn.make_pseudo import walked_scores
-from wsss.ssnet.make_saliency import foreground_confusions, saliency_power, two_class_iou
+from wsss.metrics import iou_per_class
+from wsss.ssnet.make_saliency import foreground_confusions, saliency_power
 
 U = IGNORE_INDEX
 
@@ -85,7 +86,7 @@ def test_foreground_scores_on_a_known_map():
     conf = foreground_confusions(saliency, mask, thresholds=(0.5,))[0]
     # truth bg: (0,2) 0.2, (1,0) 0.1, (1,1) 0.7 -> 2 below, 1 above; truth object: 0.9, 0.6 -> both above
     np.testing.assert_array_equal(conf, [[2, 1], [0, 2]])
-    background, objects = two_class_iou(conf)
+    background, objects = iou_per_class(conf)
     assert background == pytest.approx(2 / 3) and objects == pytest.approx(2 / 3)
     assert saliency_power(0.5, 0.25) == pytest.approx(2.0)  # (1 - 0.5)^2 = 0.25
 

@@ -32,6 +32,7 @@ from ..cam.seeds import auto_seed_thresholds
 from ..distributed import on_main_process
 from ..errors import WsssError
 from ..io import IGNORE_INDEX, load_saliency_map, save_image, save_json
+from ..metrics import confusion_matrix, iou_per_class
 from ..models import load_model
 from ..predict import Predictor
 from ..run.context import RunContext
@@ -92,23 +93,8 @@ def foreground_confusions(saliency: np.ndarray, mask: np.ndarray, thresholds=THR
         (T, 2, 2) int64 confusion matrices, one per threshold (rows: truth background /
         object, columns: S < t / S >= t), void pixels left out.
     """
-    valid = mask != IGNORE_INDEX
-    truth = (mask[valid] > 0).astype(np.int64)
-    values = saliency[valid]
-    out = np.zeros((len(thresholds), 2, 2), dtype=np.int64)
-    for k, threshold in enumerate(thresholds):
-        predicted = (values >= threshold).astype(np.int64)
-        out[k] = np.bincount(2 * truth + predicted, minlength=4).reshape(2, 2)
-    return out
-
-
-def two_class_iou(confusion: np.ndarray) -> tuple[float, float]:
-    """(background IoU, object IoU) of a (2, 2) confusion matrix (NaN where a class never occurs)."""
-    ious = []
-    for c in (0, 1):
-        union = confusion[c, :].sum() + confusion[:, c].sum() - confusion[c, c]
-        ious.append(float(confusion[c, c] / union) if union else float("nan"))
-    return ious[0], ious[1]
+    truth = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, mask > 0)  # objects vs background, void kept
+    return np.stack([confusion_matrix(saliency >= t, truth, 2) for t in thresholds])
 
 
 class SaliencyMaker:
@@ -163,7 +149,7 @@ def score(ctx: RunContext, split: str, root: Optional[Path] = None) -> dict:
         valid = mask != IGNORE_INDEX
         abs_error += float(np.abs(saliency[valid] - (mask[valid] > 0)).sum())
         pixels += int(valid.sum())
-    ious = [two_class_iou(c) for c in confusions]
+    ious = [iou_per_class(c) for c in confusions]  # (background, objects) per threshold
     mious = [float(np.nanmean(pair)) for pair in ious]
     best = int(np.nanargmax(mious))
     name = ctx.output_name(split, root)
