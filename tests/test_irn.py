@@ -329,6 +329,20 @@ def test_irnet_shapes_and_frozen_backbone(irnet):
         torch.testing.assert_close(irnet.boundary_with_flip(images.flip(-1)), flipped.flip(-1))
 
 
+def test_irnet_with_a_trained_backbone_gives_it_gradients_but_keeps_its_statistics():
+    torch.manual_seed(0)
+    irnet = IRNet(build_backbone("efficientnet_lite0", 16, pretrained=False), train_backbone=True)
+    groups = irnet.param_groups()
+    assert {id(p) for p in groups["pretrained"]} == {id(p) for p in irnet.backbone.parameters()}
+    assert {id(p) for p in groups["pretrained"] + groups["new"]} == {id(p) for p in irnet.parameters()}
+    irnet.train()
+    assert not irnet.backbone.training  # BatchNorm statistics stay the pretrained ones
+    running = [b.clone() for b in irnet.backbone.buffers()]
+    irnet(255 * torch.rand(2, 3, 64, 80)).mean().backward()
+    assert all(p.grad is not None for p in groups["pretrained"] + groups["new"])
+    assert all(torch.equal(a, b) for a, b in zip(running, irnet.backbone.buffers()))
+
+
 def test_irnet_saves_and_loads_through_the_engine(irnet, tmp_path):
     path = tmp_path / "model.pt"
     save_checkpoint(path, {"kind": "irn", "model": irnet.state_dict(), "meta": {"output_stride": 16}})

@@ -202,6 +202,9 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     lr: float = Field(0.1, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     head_lr_mult: float = Field(1.0, gt=0)
+    # not IRN's: the backbone's weights learn too (at lr; the branch at lr x head_lr_mult), for a
+    # backbone much smaller than IRN's ResNet-50; its BatchNorm statistics stay the pretrained ones
+    train_backbone: bool = False
     # the walk: T = D^-1 A^beta with a_ij = 1 - max of B on the segment ij, within walk_radius,
     # t steps (IRN: 5, 10, 2^8 = 256); background: a constant walk_bg_threshold against the
     # max-normalised walked CAMs (IRN: 0.25), or null for t* x walk_bg_factor (auto)

@@ -5,7 +5,8 @@ Each augmented crop's seed map (make-irn-labels) is brought to the stride-4 grid
 pair within ``irn.radius`` (each unordered pair once) is a background positive, a foreground
 positive (same label), a negative (different labels) or ignored (an unknown end). The boundary
 map B gives a_ij = 1 - max of B on the segment ij, trained with IRN's loss
-L+_bg / 4 + L+_fg / 4 + L- / 2. The backbone is frozen: only the boundary branch learns.
+L+_bg / 4 + L+_fg / 4 + L- / 2. The backbone is frozen as in IRN (only the boundary branch
+learns) unless ``irn.train_backbone``.
 """
 
 from __future__ import annotations
@@ -75,12 +76,15 @@ def run(ctx: RunContext, max_steps: Optional[int] = None) -> Path:
     if skip_finished("train-irn", final, fingerprint):
         return final
     seed_everything(cfg.seed)
-    model = build_model(KIND, cfg.backbone.name, cfg.irn.output_stride, voc.num_classes, **ctx.backbone_weights())
+    options = {"train_backbone": cfg.irn.train_backbone}
+    model = build_model(KIND, cfg.backbone.name, cfg.irn.output_stride, voc.num_classes, **ctx.backbone_weights(),
+                        options=options)
     job = TrainJob(
         kind=KIND, model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, JointAugment.from_config(cfg.irn), cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)),
         loss_fn=BoundaryLoss(cfg.irn.radius), optim=cfg.irn, out_dir=ctx.layout.irn_dir, fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
-        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.irn.output_stride},
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.irn.output_stride,
+              "options": options},
     )
     return train(job)

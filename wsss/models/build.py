@@ -41,8 +41,8 @@ def _affinity_net(backbone, num_classes: int, head: str, rates) -> nn.Module:
     return AffinityNet(backbone)
 
 
-def _irn(backbone, num_classes: int, head: str, rates) -> nn.Module:
-    return IRNet(backbone)
+def _irn(backbone, num_classes: int, head: str, rates, train_backbone: bool = False) -> nn.Module:
+    return IRNet(backbone, train_backbone=train_backbone)
 
 
 def _seg_net(backbone, num_classes: int, head: str, rates, head_skip: bool = False) -> nn.Module:

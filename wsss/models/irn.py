@@ -7,10 +7,12 @@ with bias into one logit per pixel, whose sigmoid is the class-boundary map B in
 ResNet-50 version reduces its five levels (strides 4, 4, 8, 16, 16) the same way (32 channels
 each, GroupNorm(4, 32), 160 -> 1).
 
-As in IRN the backbone is frozen: its weights never change (no gradients, IRN detaches its
-outputs) and it stays in eval mode, so its BatchNorm statistics stay the pretrained ones; only
-the branch is trained. The backbone's weights are still part of the state_dict, so a saved
-model (``wsss.engine``: kind and metadata next to the weights) loads on its own.
+As in IRN the backbone is frozen by default: its weights never change (no gradients, IRN
+detaches its outputs) and it stays in eval mode, so its BatchNorm statistics stay the pretrained
+ones; only the branch is trained. ``train_backbone=True`` (not IRN's) lets the backbone's weights
+learn too, for a backbone much smaller than IRN's ResNet-50; its BatchNorm statistics still stay.
+The backbone's weights are part of the state_dict either way, so a saved model (``wsss.engine``:
+kind and metadata next to the weights) loads on its own.
 
 Not built: IRN's displacement-field branch (instance centroids, for instance segmentation).
 Semantic pseudo labels need only the class boundaries.
@@ -38,10 +40,12 @@ class IRNet(nn.Module):
     i.e. ceil(H / 4) x ceil(W / 4)).
     """
 
-    def __init__(self, backbone: Backbone, branch_dim: int = BRANCH_DIM, groups: int = NORM_GROUPS):
+    def __init__(self, backbone: Backbone, branch_dim: int = BRANCH_DIM, groups: int = NORM_GROUPS,
+                 train_backbone: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.backbone.requires_grad_(False)
+        self.train_backbone = train_backbone
+        self.backbone.requires_grad_(train_backbone)
         self.stride = backbone.strides[0]
         self.reducers = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, branch_dim, 1, bias=False), nn.GroupNorm(groups, branch_dim))
@@ -57,7 +61,8 @@ class IRNet(nn.Module):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0..255 RGB -> (B, 1, h, w) boundary logits."""
-        with torch.no_grad():  # frozen: nothing to differentiate, nothing to keep for backward
+        # frozen: nothing to differentiate, nothing to keep for backward
+        with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
             levels = self.backbone(images)
         size = levels[0].shape[-2:]
         reduced = []
@@ -79,6 +84,7 @@ class IRNet(nn.Module):
         return torch.sigmoid((plain + flipped.flip(-1)) / 2)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The engine's two groups: nothing pretrained is trained; the branch is new. IRN trains
-        the branch at the base learning rate (its 10x is for the displacement branch)."""
-        return {"pretrained": [], "new": [*self.reducers.parameters(), *self.fuse.parameters()]}
+        """The engine's two groups: the backbone (empty when frozen, as in IRN) and the new branch.
+        IRN trains the branch at the base learning rate (its 10x is for the displacement branch)."""
+        pretrained = list(self.backbone.parameters()) if self.train_backbone else []
+        return {"pretrained": pretrained, "new": [*self.reducers.parameters(), *self.fuse.parameters()]}
