@@ -61,7 +61,7 @@ class IRNet(nn.Module):
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) 0..255 RGB -> (B, 1, h, w) boundary logits."""
-        # frozen: nothing to differentiate, nothing to keep for backward
+        # a frozen backbone (IRN's): nothing to differentiate, nothing to keep for backward
         with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
             levels = self.backbone(images)
         size = levels[0].shape[-2:]
