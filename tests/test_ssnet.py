@@ -11,10 +11,12 @@ import yaml
 from PIL import Image
 
 from wsss.cli import main
-from wsss.data.saliency import saliency_partner, split_holdout
+from wsss.data.demo import generate_demo_saliency
+from wsss.data.saliency import MixedCrops, SaliencyDataset, saliency_partner, split_holdout
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
 from wsss.ssnet.losses import classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss, saliency_map
+from wsss.ssnet.mine import saliency_guided_probabilities
 
 
 def logits_of(probs):
@@ -81,6 +83,37 @@ def test_restricted_probabilities_drop_absent_classes():
     torch.testing.assert_close(probs, torch.tensor([kept[0], 0.0, kept[1], 0.0]))
     none = restricted_probabilities(logits, torch.zeros(1, 3))[0, :, 0, 0]
     torch.testing.assert_close(none, torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
+def test_saliency_guided_mining_lets_saliency_split_object_from_background():
+    # one pixel, background + 2 classes: the segmentation says background (0.6), saliency says object (0.9)
+    probs = torch.tensor([0.6, 0.3, 0.1])[None, :, None, None]
+    saliency = torch.tensor([[[0.9]]])
+    full = saliency_guided_probabilities(probs, saliency, 1.0)[0, :, 0, 0]
+    torch.testing.assert_close(full, torch.tensor([0.1, 0.9 * 0.75, 0.9 * 0.25]))  # classes keep their 3:1 split
+    half = saliency_guided_probabilities(probs, saliency, 0.5)[0, :, 0, 0]
+    torch.testing.assert_close(half, 0.5 * probs[0, :, 0, 0] + 0.5 * full)
+    assert half.sum().item() == pytest.approx(1.0) and full.argmax() == 1 and probs.argmax() == 0
+    assert saliency_guided_probabilities(probs, saliency, 0.0) is probs
+
+
+def test_mixed_crops_carry_k_distinct_saliency_crops(tiny_dataset, tmp_path):
+    from wsss.config import SsnetStageConfig
+    from wsss.data.crops import AugmentedCrops
+    from wsss.data.transforms import JointAugment
+    from wsss.data.voc import VocDataset
+
+    root = generate_demo_saliency(tmp_path / "sal", 6, 64, seed=2)
+    saliency = SaliencyDataset(root, sorted(p.stem for p in (root / "masks").glob("*.png")))
+    augment = JointAugment.from_config(SsnetStageConfig(resize_long=[64, 64], crop_size=48))
+    seg = AugmentedCrops(VocDataset(tiny_dataset, "train"), augment, 0, image_labels=True)
+    one, three = MixedCrops(seg, saliency, augment, 0), MixedCrops(seg, saliency, augment, 0, per_sample=3)
+    sample = three[5]
+    assert sample["sal_image"].shape == (3, 3, 48, 48) and sample["sal_target"].shape == (3, 48, 48)
+    assert len({tuple(sample["sal_image"][j].flatten()[:200].tolist()) for j in range(3)}) == 3
+    # k = 1 is the reference pairing, unchanged
+    assert one[5]["sal_image"].shape == (1, 3, 48, 48)
+    torch.testing.assert_close(one[5]["sal_image"][0], MixedCrops(seg, saliency, augment, 0)[5]["sal_image"][0])
 
 
 def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():

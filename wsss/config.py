@@ -318,6 +318,10 @@ class SsnetStageConfig(DeepLabConfig):
     # Stage 2 only: start from the stage-1 weights instead of ImageNet (the paper trains a
     # fresh network; starting from stage 1 needs fewer epochs).
     init_from_stage1: bool = False
+    # Saliency crops per segmentation crop in a batch (the reference: 1). Ls1 learns from far more
+    # images (DUTS-TR: 10553, duts-tr-3k: 3000) than Lc (VOC: 10582, msrc: 355): k > 1 gives it
+    # k passes over its set for each pass of the segmentation set, at less than k times the cost.
+    saliency_per_sample: int = Field(1, ge=1)
 
 
 class SsnetConfig(Section):
@@ -338,6 +342,10 @@ class SsnetConfig(Section):
     mine_scales: Scales = Field(default_factory=lambda: [1.0])
     mine_flip: bool = True
     mine_crf: bool = True
+    # Weight w of the model's own saliency in the mined labels (0 = the reference's mining):
+    # Q_0 = (1 - w) P_0 + w (1 - S), Q_c = (1 - w) P_c + w S P_c / sum_fg P (wsss.ssnet.mine).
+    # Saliency decides object against background, the segmentation which labelled class.
+    mine_saliency: float = Field(0.0, ge=0, le=1)
     workers: int = Field(1, ge=0)  # processes for mining (forward + CRF per image), 0 = one per core
     eval_scales: Scales = Field(default_factory=lambda: [0.75, 1.0, 1.25])
     eval_crf: bool = True

@@ -136,15 +136,17 @@ def saliency_partner(index: int, epoch: int, num_seg: int, num_sal: int, seed: i
 
 class MixedCrops(torch.utils.data.Dataset):
     """SSNet's joint samples: an augmented crop of the segmentation set (image-level ``label``,
-    and ``target`` pseudo labels in stage 2) with a saliency crop, ``sal_image`` (3, S, S) and
-    ``sal_target`` (S, S) long in {0, 1, 255 = padding}.
+    and ``target`` pseudo labels in stage 2) with k saliency crops, ``sal_image`` (k, 3, S, S)
+    and ``sal_target`` (k, S, S) long in {0, 1, 255 = padding}.
 
-    A batch of B samples thus mixes B segmentation images and B saliency images (the reference
-    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2).
+    A batch of B samples thus mixes B segmentation images and k B saliency images (the reference
+    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2: k = 1).
     """
 
-    def __init__(self, seg: AugmentedCrops, saliency: SaliencyDataset, augment: JointAugment, seed: int):
+    def __init__(self, seg: AugmentedCrops, saliency: SaliencyDataset, augment: JointAugment, seed: int,
+                 per_sample: int = 1):
         self.seg, self.saliency, self.augment, self.seed, self.epoch = seg, saliency, augment, seed, 0
+        self.per_sample = per_sample
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -155,12 +157,15 @@ class MixedCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.seg[index]
-        partner = saliency_partner(index, self.epoch, len(self.seg), len(self.saliency), self.seed)
-        image = self.saliency.load_image(partner)
-        mask = self.saliency.load_mask(partner, image.shape[:2])
-        # the partner's own stream: (seed, epoch, slot, 1) never collides with a segmentation crop's
-        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        image, (mask,), _ = self.augment(image, [mask], rng)
-        sample["sal_image"] = torch.from_numpy(image).permute(2, 0, 1).float()
-        sample["sal_target"] = torch.from_numpy(mask).long()
+        images, masks = [], []
+        for slot in range(index * self.per_sample, (index + 1) * self.per_sample):
+            partner = saliency_partner(slot, self.epoch, len(self.seg) * self.per_sample, len(self.saliency), self.seed)
+            image = self.saliency.load_image(partner)
+            mask = self.saliency.load_mask(partner, image.shape[:2])
+            # the partner's own stream: (seed, epoch, slot, 1) never collides with a segmentation crop's
+            rng = np.random.default_rng([self.seed, self.epoch, slot, 1])
+            image, (mask,), _ = self.augment(image, [mask], rng)
+            images.append(torch.from_numpy(image).permute(2, 0, 1).float())
+            masks.append(torch.from_numpy(mask).long())
+        sample["sal_image"], sample["sal_target"] = torch.stack(images), torch.stack(masks)
         return sample

@@ -112,15 +112,15 @@ class SsnetLoss:
         self.negative, self.with_pseudo = negative, with_pseudo
 
     def __call__(self, model: SSNet, batch: dict):
-        seg_images, sal_images = batch["image"], batch["sal_image"]
+        # (B, k, ...) saliency crops -> (k B, ...)
+        seg_images, sal_images, sal_target = batch["image"], batch["sal_image"].flatten(0, 1), batch["sal_target"].flatten(0, 1)
         count = seg_images.shape[0]
         logits, v_logits = model(torch.cat([seg_images, sal_images]))
         # Lc pools the logits spatially: at the network's stride, the mean equals that of the
         # bilinearly upsampled map up to border effects, at a fraction of the cost.
         loss_cls = classification_loss(logits[:count], batch["label"])
-        size = batch["sal_target"].shape[-2:]
-        sal_logits = F.interpolate(logits[count:], size=size, mode="bilinear", align_corners=False)
-        loss_sal = saliency_loss(sal_logits, v_logits[count:], batch["sal_target"], self.negative)
+        sal_logits = F.interpolate(logits[count:], size=sal_target.shape[-2:], mode="bilinear", align_corners=False)
+        loss_sal = saliency_loss(sal_logits, v_logits[count:], sal_target, self.negative)
         loss = self.cls_weight * loss_cls + self.sal_weight * loss_sal
         stats = {"loss_cls": float(loss_cls.detach()), "loss_sal": float(loss_sal.detach())}
         if self.with_pseudo:
@@ -202,7 +202,7 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
     s = cfg.ssnet
     job = TrainJob(
         kind=KIND, model=model, param_groups=model.param_groups(),
-        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed),
+        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed, stage_cfg.saliency_per_sample),
         loss_fn=SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2),
         optim=stage_cfg, out_dir=ctx.layout.ssnet_dir(stage), fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
