@@ -151,12 +151,13 @@ def test_skip_head_round_trips_through_load_model(tmp_path):
         load_model(save_ssnet(model, tmp_path / "new" / "model.pt", {"sharpness": 2}), "cpu", "ssnet")
 
 
-def test_head_skip_enters_the_fingerprint_only_when_on():
-    plain, skip = SsnetStageConfig(), SsnetStageConfig(head_skip=True)
-    # the default is left out: configs written before the key keep their fingerprints
-    assert "head_skip" not in stage_settings(plain)
-    assert stage_settings(plain) == {k: v for k, v in plain.model_dump(mode="json").items() if k != "head_skip"}
-    assert stage_settings(skip)["head_skip"] is True
+def test_added_keys_enter_the_fingerprint_only_when_set():
+    plain, skip = SsnetStageConfig(), SsnetStageConfig(head_skip=True, saliency_per_sample=2)
+    # the defaults are left out: configs written before the keys keep their fingerprints
+    added = {"head_skip", "saliency_per_sample"}
+    assert not added & set(stage_settings(plain))
+    assert stage_settings(plain) == {k: v for k, v in plain.model_dump(mode="json").items() if k not in added}
+    assert stage_settings(skip)["head_skip"] is True and stage_settings(skip)["saliency_per_sample"] == 2
     assert model_options(plain) == {"head_skip": False} and model_options(skip) == {"head_skip": True}
 
 
