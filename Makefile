@@ -3,17 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.wsss-installed
-# torch is installed first and held by a constraint so no later step can swap in a newer (CUDA) build.
-CONSTRAINTS := $(VENV)/constraints.txt
+# Exact versions of every package (torch included, so no step can swap in a newer CUDA build):
+# CI, the benchmarks and a fresh clone get the versions the numbers were measured with.
+CONSTRAINTS := constraints.txt
+TORCH := $(shell grep -m1 '^torch==' $(CONSTRAINTS))
 
-.PHONY: demo test venv browser clean
+.PHONY: demo test venv browser clean lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	echo "torch==2.13.0" > $(CONSTRAINTS)
-	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q "$(TORCH)"
 	PIP_CONSTRAINT=$(CONSTRAINTS) $(PY) -m pip install -q -e ".[test]"
 	# The random walk's C++ distance kernel, compiled once here so no run pays for it
 	# (optional: without a C++ compiler wsss uses its torch code).
@@ -39,3 +40,15 @@ browser:
 
 clean:
 	rm -rf runs/demo .pytest_cache
+
+# Re-make constraints.txt: a throw-away venv takes the newest versions pyproject.toml's ranges
+# allow (torch as pinned there), and pip freeze records them. Re-run the tests and benchmarks.
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install -q "$$(grep -o 'torch==[0-9.]*' pyproject.toml)"
+	PIP_CONSTRAINT= build/lock-venv/bin/python -m pip install -q ".[test]"
+	{ sed -n '/^#/p' $(CONSTRAINTS); build/lock-venv/bin/python -m pip freeze --exclude wsss | \
+		sed 's/^torch==\([0-9.]*\)+.*/torch==\1/'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf build/lock-venv

@@ -5,9 +5,11 @@ import os
 import shutil
 
 import numpy as np
+from quality import assert_beats
 from tiny_run import untrained_classifier, write_config
 
 from wsss.cli import main
+from wsss.data.voc import VocDataset
 
 
 def test_train_make_eval_cam(cam_run, tiny_dataset, capsys):
@@ -17,7 +19,8 @@ def test_train_make_eval_cam(cam_run, tiny_dataset, capsys):
     assert model.exists() and (run_dir / "config.yaml").exists() and (run_dir / "run_info.json").exists()
     log = [json.loads(line) for line in (run_dir / "cam" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 4 * 5  # 32 images / batch 8 * 5 epochs
-    assert log[-1]["loss"] < log[0]["loss"]
+    first, last = (np.mean([r["loss"] for r in log[i: i + 4]]) for i in (0, len(log) - 4))
+    assert_beats("CAM classifier: last epoch's loss below the first's (1 - last / first)", 1 - last / first, 0, 0.1)
 
     cams = sorted((run_dir / "cams" / "train").glob("*.npz"))
     assert len(cams) == 32
@@ -25,14 +28,20 @@ def test_train_make_eval_cam(cam_run, tiny_dataset, capsys):
     assert data["cams"].dtype == np.float16 and data["cams"].shape[1:] == (80, 80)
 
     result = json.loads((run_dir / "eval" / "cam_train.json").read_text())
-    # CAMs must clearly beat predicting background everywhere
-    from wsss.data.voc import VocDataset
+    # CAMs must clearly beat predicting background everywhere, which an untrained classifier's
+    # CAMs at their best threshold do not
     from wsss.metrics import confusion_matrix, mean_iou
 
     voc = VocDataset(tiny_dataset, "train")
     conf = sum(confusion_matrix(np.zeros_like(m), m, voc.num_classes) for m in (voc.load_mask(i) for i in range(len(voc))))
     baseline = 100 * mean_iou(conf)
-    assert result["miou"] > baseline + 8, (result["miou"], baseline)
+    untrained_run = tmp_path / "untrained_run"
+    untrained = ["--config", str(config), "--run-dir", str(untrained_run), "--no-progress"]
+    untrained_classifier(tmp_path / "untrained.pt", tiny_dataset)
+    assert main(["make-cam", *untrained, "--split", "train", "--checkpoint", str(tmp_path / "untrained.pt")]) == 0
+    assert main(["eval-cam", *untrained, "--split", "train"]) == 0
+    untrained_miou = json.loads((untrained_run / "eval" / "cam_train.json").read_text())["miou"]
+    assert_beats("CAM mIoU on train (reference: all background)", result["miou"], baseline, 5, untrained=untrained_miou)
     assert len(result["sweep"]) == 19 and set(result["per_class_iou"]) >= {"background", "disc"}
     assert main(["eval-cam", *common, "--split", "train"]) == 0
     assert "mIoU" in capsys.readouterr().out
@@ -104,16 +113,17 @@ def test_affinity_walk_and_pseudo_labels(pseudo_run):
     assert set(np.unique(seed_map)) <= {0, 1, 2, 3, 4, 5, 255}
     log = [json.loads(line) for line in (run_dir / "aff" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 * 4 and all(r["bg_pos_count"] > 0 for r in log)
+    first, last = (np.mean([r["loss"] for r in log[i: i + 4]]) for i in (0, len(log) - 4))
+    assert_beats("AffinityNet: last epoch's loss below the first's (1 - last / first)", 1 - last / first, 0, 0.1)
     for kind in ("rw", "rw_crf"):
         pngs = sorted((run_dir / "pseudo" / "train" / kind).glob("*.png"))
         assert len(pngs) == 32
         img = Image.open(pngs[0])
         assert img.mode == "P" and img.size == (80, 80)
     result = json.loads((run_dir / "eval" / "pseudo_train.json").read_text())["results"]
-    cam_miou = json.loads((run_dir / "eval" / "cam_train.json").read_text())["miou"]
-    # the walk propagates from the CAMs: its labels must score in the same league or better
-    assert result["rw"]["miou"] > cam_miou - 10, (result, cam_miou)
     assert result["rw_crf"]["miou"] > 0
+    # The walk's labels are not held to a bound: on this tiny set (CAMs of mIoU ~25, so poor
+    # seeds) the walk on the untrained network's affinities scores as well or better.
 
 
 def test_a_stage_turned_off_loses_its_score(pseudo_run, tmp_path):

@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from quality import assert_beats
+from tiny_run import untrained_twin
 
 from wsss import Predictor
 from wsss.cli import main
@@ -89,7 +91,7 @@ def test_predictor_rejects_other_checkpoints(tmp_path):
         Predictor(bogus)
 
 
-def test_tiny_model_beats_chance(gt_model, tiny_dataset):
+def test_tiny_model_beats_chance(gt_model, tiny_dataset, tmp_path):
     """The trained network segments held-out images far better than the best constant guess."""
     from wsss.metrics import confusion_matrix, segmentation_report
 
@@ -105,7 +107,11 @@ def test_tiny_model_beats_chance(gt_model, tiny_dataset):
         chance_conf += confusion_matrix(np.zeros_like(gt), gt, val.num_classes)  # all background
     model = segmentation_report(model_conf, val.class_names)
     chance = segmentation_report(chance_conf, val.class_names)["miou"]
-    assert model["miou"] >= chance + 10, (model["miou"], chance)
+    twin = Predictor(untrained_twin(run_dir / "seg_gt" / "model.pt", tmp_path / "untrained.pt"), device="cpu")
+    untrained_conf = sum(confusion_matrix(twin.predict(val.load_image(i)), val.load_mask(i), val.num_classes)
+                         for i in range(len(val)))
+    untrained = segmentation_report(untrained_conf, val.class_names)["miou"]
+    assert_beats("segmentation mIoU on val (reference: all background)", model["miou"], chance, 10, untrained=untrained)
     # Not just background: object classes are found too.
     found = [name for name, iou in model["per_class_iou"].items() if name != "background" and (iou or 0) > 10]
     assert len(found) >= 2, model["per_class_iou"]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from quality import assert_beats
+from tiny_run import untrained_twin
 
 from wsss.cli import main
 from wsss.data.demo import generate_demo_saliency
@@ -136,14 +139,16 @@ def test_saliency_split_and_pairing_are_deterministic_and_even():
     assert partners == [saliency_partner(i, e, 10, 6, seed=0) for e in range(3) for i in range(10)]
 
 
-def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset):
+def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset, tmp_path):
     run_dir, common = ssnet_run
     for stage, terms in ((1, {"loss_cls", "loss_sal"}), (2, {"loss_cls", "loss_sal", "loss_seg"})):
         log = [json.loads(line) for line in (run_dir / f"ssnet{stage}" / "train_log.jsonl").read_text().splitlines()]
         assert len(log) == 4 * (2 if stage == 1 else 1)  # 32 images / batch 8 per epoch
         assert terms <= set(log[0]) and all(math.isfinite(r["loss"]) for r in log)
     log1 = [json.loads(line) for line in (run_dir / "ssnet1" / "train_log.jsonl").read_text().splitlines()]
-    assert np.mean([r["loss_sal"] for r in log1[-3:]]) < log1[0]["loss_sal"]
+    first, last = log1[0]["loss_sal"], np.mean([r["loss_sal"] for r in log1[-3:]])
+    assert_beats("SSNet stage 1: saliency loss of the last 3 steps below the first's (1 - last / first)",
+                 1 - last / first, 0, 0.1)
 
     split = json.loads((run_dir / "ssnet" / "saliency_split.json").read_text())
     assert len(split["held_out"]) == 3 and len(split["train"]) == 12
@@ -173,7 +178,15 @@ def test_joint_run_trains_both_stages_and_scores_them(ssnet_run, tiny_dataset):
     assert summary["ssnet2/saliency/bench"] == result["saliency"]["bench"]
     # the objects are salient and distinct: even this short run must beat calling everything salient
     # (F of "all salient" is at most 1.3 p / (0.3 p + 1) with p the salient share, < 0.3 here)
-    assert result["saliency"]["held-out"]["multi-scale+flip"]["max_f"] > 0.5
+    untrained_run = tmp_path / "untrained_run"
+    shutil.copytree(run_dir, untrained_run, ignore=shutil.ignore_patterns("eval", "ssnet_pseudo"))
+    twin = untrained_twin(run_dir / "ssnet2" / "model.pt", tmp_path / "untrained.pt")
+    assert main(["eval-ssnet", *common[:2], "--run-dir", str(untrained_run), "--no-progress", "--stage", "2",
+                 "--checkpoint", str(twin)]) == 0
+    untrained = json.loads((untrained_run / "eval" / "ssnet2_val.json").read_text())["saliency"]["held-out"]
+    assert_beats("SSNet saliency max F on held-out (reference: everything salient, F < 0.3)",
+                 result["saliency"]["held-out"]["multi-scale+flip"]["max_f"], 0.3, 0.1,
+                 untrained=untrained["multi-scale+flip"]["max_f"])
 
     # finished work is skipped on a re-run
     model = run_dir / "ssnet2" / "model.pt"

@@ -49,3 +49,20 @@ def write_config(tmp_path, root, **cam):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def untrained_twin(path, out):
+    """The model file ``path`` with the network as it was before training: the pretrained backbone
+    and freshly initialised new layers (seed 0), with the same kind, metadata and fingerprint, so
+    a stage takes it in place of the trained one: the reference a trained-quality check must
+    leave behind. Returns ``out``."""
+    from wsss.models.build import DEFAULT_RATES, build_model
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    meta = payload["meta"]
+    torch.manual_seed(0)
+    net = build_model(payload["kind"], meta["backbone"], meta.get("output_stride") or 16, len(meta["class_names"]),
+                      meta.get("head", "aspp"), meta.get("rates", DEFAULT_RATES), pretrained=True,
+                      options=meta.get("options"))
+    torch.save({**payload, "model": net.state_dict()}, out)
+    return out
