@@ -55,12 +55,13 @@ def test_failing_command_leaves_the_runs_config_alone(tmp_path, tiny_dataset, ca
     assert not (run_dir / "run_info.json").exists()
 
 
-def test_config_is_recorded_once_the_dataset_is_found(tmp_path, tiny_dataset):
+def test_config_is_recorded_once_the_command_has_done_work(tmp_path, tiny_dataset):
     config = load_config(small_config(tmp_path, tiny_dataset), ["seed=5"])
     ctx = RunContext(tmp_path / "run", config, progress=False)
     ctx.prepare()
+    ctx.dataset("train")  # finding the inputs is not work done: a later failure must leave the record
     assert not (ctx.run_dir / "config.yaml").exists()
-    ctx.dataset("train")
+    ctx.train_options()["started"]()  # what the training loop calls after its first step
     assert yaml.safe_load((ctx.run_dir / "config.yaml").read_text())["seed"] == 5
     assert (ctx.run_dir / "run_info.json").exists()
 
@@ -244,7 +245,7 @@ def usage_error(capsys, argv) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("option, value, rule", [("--scales", "0", "a number > 0"), ("--scales", "-1", "a number > 0"),
+@pytest.mark.parametrize("option, value, rule", [("--scales", "0", "a scale in (0, 4]"), ("--scales", "-1", "a scale in (0, 4]"),
                                                  ("--workers", "-1", "an integer >= 0"),
                                                  ("--device", "tpu", "auto, cpu, cuda or cuda:N")])
 def test_predict_refuses_bad_options(capsys, option, value, rule):

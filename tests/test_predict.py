@@ -59,7 +59,7 @@ def test_unreadable_images_are_skipped_and_reported(checkpoint, tmp_path, worker
     inputs, out = tmp_path / "in", tmp_path / "out"
     mixed_folder(inputs)
     out.mkdir()
-    (out / ".a_overlay.jpg.k2j4h.tmp").write_bytes(b"")  # left by a killed run
+    (out / ".a_overlay.jpg.wsss-k2j4h.tmp").write_bytes(b"")  # left by a killed run
     command = ["predict", "--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(out),
                "--device", "cpu", "--no-progress", "--workers", str(workers)]
     with caplog.at_level(logging.INFO, logger="wsss"):

@@ -12,17 +12,17 @@ processes, and rank 0 alone writes logs, checkpoints and summaries.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import __version__
-from .config import DEFAULT_MAX_SIDE, DEVICES, load_config, valid_device
+from .config import DEFAULT_MAX_SIDE, DEVICES, MAX_SCALE, MAX_SEED, load_config, valid_device
 from .errors import WsssError
 
 log = logging.getLogger("wsss")
@@ -45,6 +45,8 @@ POSITIVE = _number(float, lambda v: v > 0, "a number > 0")
 FRACTION = _number(float, lambda v: 0 < v < 1, "a number between 0 and 1")
 COUNT = _number(int, lambda v: v >= 0, "an integer >= 0")
 POSITIVE_INT = _number(int, lambda v: v >= 1, "an integer >= 1")
+SCALE = _number(float, lambda v: 0 < v <= MAX_SCALE, f"a scale in (0, {MAX_SCALE:g}]")
+SEED = _number(int, lambda v: 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}")
 
 
 def _device(text: str) -> str:
@@ -77,7 +79,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set cam.epochs=5 (repeatable)")
     parser.add_argument("--device", type=_device, help=f"{DEVICES} (overrides the config)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    parser.add_argument("--seed", type=SEED, help="random seed (overrides the config)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -156,7 +158,7 @@ def _eval_saliency_args(p: argparse.ArgumentParser) -> None:
                                                    "its run directory is the default --run-dir")
     p.add_argument("--data", type=Path, action="append", required=True, metavar="DIR",
                    help="a saliency dataset: images/<id>.jpg and masks/<id>.png (0/255), e.g. ECSSD (repeatable)")
-    p.add_argument("--scales", type=POSITIVE, nargs="+", default=[1.0], help="image scales whose maps are averaged "
+    p.add_argument("--scales", type=SCALE, nargs="+", default=[1.0], help="image scales whose maps are averaged "
                                                                               "(default: 1.0)")
     p.add_argument("--flip", action="store_true", help="also average the maps of the mirrored images")
     _saliency_crf_arg(p, " (default: ssnet.saliency_crf)")
@@ -173,7 +175,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
     p.add_argument("--output", type=Path, required=True, help="folder for masks and overlays")
     p.add_argument("--device", type=_device, default="auto", help=f"{DEVICES} (default auto: CUDA when available)")
-    p.add_argument("--scales", type=POSITIVE, nargs="+", default=[1.0],
+    p.add_argument("--scales", type=SCALE, nargs="+", default=[1.0],
                    help="image scales whose predictions are averaged (default: 1.0)")
     p.add_argument("--flip", action="store_true", help="also average the predictions of the mirrored images")
     p.add_argument("--crf", action="store_true", help="refine the masks with the dense CRF (slower)")
@@ -428,9 +430,21 @@ def _context(args):
     config = load_config(config_path, overrides)
     distributed.init_from_env(resolve_device(config.device))  # under torchrun: join the process group
     run_dir = args.run_dir or Path("runs") / config.name
-    ctx = RunContext(run_dir, config, progress=not args.no_progress)
-    ctx.prepare(record_config=not command.read_only or not ctx.layout.config.exists())
-    return ctx
+    return RunContext(run_dir, config, progress=not args.no_progress)
+
+
+def discard_stage(stage_dir: Path) -> None:
+    """``--restart``: delete what a training stage wrote in its folder (weights, checkpoints,
+    logs, records); anything else there, and so the folder, stays."""
+    from .io import TEMP_MARK
+
+    if not stage_dir.is_dir():
+        return
+    for path in stage_dir.iterdir():
+        if path.is_file() and (path.suffix in (".pt", ".jsonl", ".json") or TEMP_MARK in path.name):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        stage_dir.rmdir()
 
 
 def _dispatch(args) -> int:
@@ -443,14 +457,16 @@ def _dispatch(args) -> int:
             args.run_dir = command.default_run_dir(step, args)
         ctx = _context(args)
         from . import distributed
+        from .run.lock import run_lock
 
-        if command.trains is not None and args.restart and distributed.is_main():
-            stage_dir = command.trains(ctx, args)
-            if stage_dir.exists():
-                shutil.rmtree(stage_dir)
-        distributed.barrier()
-        result = command.call(step, ctx, args)
-        ctx.record()  # a command that read no dataset records its config once it succeeded
+        # one command per run directory (rank 0 holds the lock for all of torchrun's processes)
+        with run_lock(ctx.run_dir, args.command) if distributed.is_main() else contextlib.nullcontext():
+            ctx.prepare(record_config=not command.read_only or not ctx.layout.config.exists())
+            if command.trains is not None and args.restart and distributed.is_main():
+                discard_stage(command.trains(ctx, args))
+            distributed.barrier()
+            result = command.call(step, ctx, args)
+            ctx.record()  # the command succeeded: its config is the run's now
     if isinstance(result, str):
         print(result)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -9,6 +9,7 @@ the value is parsed as YAML, so numbers, lists and booleans need no quoting.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -17,6 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import WsssError
+from .names import name_problem
 
 # Inference shrinks images with a longer side first and writes its outputs at the image's size.
 # A 6000x4000 photo took 8.4 GB in predict and 16.5 GB to over 22 GB in make-cam at full size;
@@ -25,14 +27,52 @@ DEFAULT_MAX_SIDE = 1024  # predict --max-side, wsss.Predictor
 DEFAULT_CAM_MAX_SIDE = 640  # cam.max_side: the network sees it times the largest of cam.scales
 
 
+MAX_SCALE = 4.0
+"""Largest image scale of a multi-scale inference: 4x a 1024-px side is already 16 Mpx per pass."""
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 0 .. 2^32 - 1 (what numpy's and torch's generators take)."""
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a few kB; a larger "config" is another file (or a device that never ends)."""
+
+MAX_WALK_STEPS = 4096
+"""Most random-walk steps: PSA and IRN use 256; the walk converges long before 4096."""
+
+
 def _positive_scales(value: list[float]) -> list[float]:
-    if not value or any(s <= 0 for s in value):
-        raise ValueError("scales must be a non-empty list of positive numbers")
+    if not value or any(not 0 < s <= MAX_SCALE for s in value):
+        raise ValueError(f"scales must be a non-empty list of numbers in (0, {MAX_SCALE:g}]")
     return value
 
 
 Scales = Annotated[list[float], AfterValidator(_positive_scales)]
-"""Image scales of a multi-scale inference: a non-empty list of positive numbers."""
+"""Image scales of a multi-scale inference: a non-empty list of numbers in (0, MAX_SCALE]."""
+
+
+def _at_most_the_cores(value: int) -> int:
+    """Worker processes: 0 means one per core; more than the cores only queue, so a larger
+    number is capped at the core count (a config written on a bigger machine still runs)."""
+    cores = os.cpu_count() or 1
+    if value > cores:
+        logging.getLogger("wsss").warning("workers: %d asked for, this machine has %d cores; using %d", value, cores, cores)
+        return cores
+    return value
+
+
+def _file_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(f"{problem}; a name here becomes a folder name, so no path")
+    return value
+
+
+FileName = Annotated[str, AfterValidator(_file_name)]
+"""A name that becomes one file or folder name (a split, a run's name): no separators, no ``..``."""
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Workers = Annotated[int, Field(ge=0), AfterValidator(_at_most_the_cores)]
+WalkSteps = Annotated[int, Field(ge=0, le=MAX_WALK_STEPS)]
 
 
 class Section(BaseModel):
@@ -47,13 +87,13 @@ class DemoDataConfig(Section):
     num_train: int = Field(96, ge=4)
     num_val: int = Field(32, ge=2)
     image_size: int = Field(128, ge=32)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class DataConfig(Section):
     root: Path = Path("data/demo")
-    train_split: str = "train"
-    val_split: Optional[str] = "val"
+    train_split: FileName = "train"
+    val_split: Optional[FileName] = "val"
     # Where image-level labels come from: image_labels.json, cls_labels.npy (AffinityNet repo),
     # derived from the masks, or "auto" (the first of json, npy that exists).
     labels: Literal["auto", "json", "npy", "masks"] = "auto"
@@ -118,7 +158,7 @@ class CamConfig(TrainStageConfig):
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     thresholds: ThresholdSweep = Field(default_factory=ThresholdSweep)
     # make-cam worker processes on CPU (0 = one per core); under torchrun each rank takes a shard
-    workers: int = Field(1, ge=0)
+    workers: Workers = 1
     # make-cam shrinks images with a longer side to it first (the CAMs are upsampled back to the
     # image's size): bounds memory; VOC, COCO and MSRC images are smaller. null = as they are.
     max_side: Optional[int] = Field(DEFAULT_CAM_MAX_SIDE, ge=16)
@@ -168,7 +208,7 @@ class WalkConfig(Section):
     """Random walk with T = D^-1 A^beta for ``steps`` steps, then CRF (PSA infer_aff.py)."""
 
     beta: float = Field(8.0, gt=0)
-    steps: int = Field(256, ge=0)
+    steps: WalkSteps = 256
     # Background score of the walk's input: (1 - max CAM)^alpha; "auto" -> threshold t* * bg_factor.
     alpha: Optional[float] = 16.0
     bg_factor: float = Field(1.0, gt=0)
@@ -179,7 +219,7 @@ class WalkConfig(Section):
     save_scores: bool = False
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     # worker processes of make-aff-labels and make-pseudo (dense CRF is CPU-bound); 0 = one per core
-    workers: int = Field(1, ge=0)
+    workers: Workers = 1
 
 
 class IrnConfig(TrainStageConfig, SeedConfig):
@@ -210,7 +250,7 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     # max-normalised walked CAMs (IRN: 0.25), or null for t* x walk_bg_factor (auto)
     walk_radius: int = Field(5, ge=1)
     beta: float = Field(10.0, gt=0)
-    steps: int = Field(256, ge=0)
+    steps: WalkSteps = 256
     walk_bg_threshold: Optional[float] = Field(0.25, gt=0, lt=1)
     walk_bg_factor: float = Field(1.0, gt=0)
     # "max": the walked maps divided by their global maximum before they meet the background
@@ -225,7 +265,7 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     crf_power: float = Field(1.0, gt=0)  # the CRF's unary from scores^power, as walk.crf_power
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     # worker processes of make-irn-labels and make-irn-pseudo on CPU; 0 = one per core
-    workers: int = Field(1, ge=0)
+    workers: Workers = 1
 
     @model_validator(mode="after")
     def _ordered_seed_thresholds(self) -> IrnConfig:
@@ -272,7 +312,7 @@ class DemoSaliencyConfig(Section):
 
     num_images: int = Field(48, ge=4)
     image_size: int = Field(128, ge=32)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class SaliencyDataConfig(Section):
@@ -346,7 +386,7 @@ class SsnetConfig(Section):
     # Q_0 = (1 - w) P_0 + w (1 - S), Q_c = (1 - w) P_c + w S P_c / sum_fg P (wsss.ssnet.mine).
     # Saliency decides object against background, the segmentation which labelled class.
     mine_saliency: float = Field(0.0, ge=0, le=1)
-    workers: int = Field(1, ge=0)  # processes for mining (forward + CRF per image), 0 = one per core
+    workers: Workers = 1  # processes for mining (forward + CRF per image), 0 = one per core
     eval_scales: Scales = Field(default_factory=lambda: [0.75, 1.0, 1.25])
     eval_crf: bool = True
     # Evaluation (and mining) shrink images whose longer side exceeds this first, so that large
@@ -388,7 +428,7 @@ class SaliencyCueConfig(Section):
     crf: bool = False      # the two-label CRF on each map (wsss.ssnet.saliency, DSS's settings)
     upsample: Literal["map", "logits"] = "map"
     long_side: Optional[int] = Field(320, ge=16)  # the network sees images shrunk to it (its training scale)
-    workers: int = Field(1, ge=0)
+    workers: Workers = 1
     seeds: bool = False
     threshold: Optional[float] = Field(None, gt=0, lt=1)  # s*; null = from the train split's masks
     fg_margin: float = Field(0.0, ge=0, lt=1)
@@ -409,11 +449,11 @@ class PipelineConfig(Section):
     seg sections), ``irn`` (IRN: cam, irn, seg sections) or ``ssnet`` (SSNet: the ssnet section).
     """
 
-    name: str = "run"
+    name: FileName = "run"  # the run directory's default: runs/<name>
     pipeline: Literal["affinity", "irn", "ssnet"] = "affinity"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
-    num_workers: int = Field(0, ge=0)
+    num_workers: Workers = 0
     # Mixed precision (wsss.amp): auto = bf16 (fp16 + loss scaling where bf16 is missing) on CUDA,
     # float32 on CPU; on = also bf16 on CPU; off; or bf16 / fp16 explicitly.
     amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"
@@ -507,6 +547,11 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] |
     if path is not None:
         path = Path(path)
         source = str(path)
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise WsssError(f"{path}: not a regular file; --config takes a YAML file, e.g. configs/demo.yaml")
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise WsssError(f"{path}: {path.stat().st_size} bytes, not a config (at most {MAX_CONFIG_BYTES}); "
+                            "--config takes a YAML file, e.g. configs/demo.yaml")
         try:
             tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
@@ -518,8 +563,8 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] |
                             "e.g. configs/demo.yaml") from None
         except OSError as exc:
             raise WsssError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-        except yaml.YAMLError as exc:
-            raise WsssError(f"{path}: not valid YAML ({exc})") from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise WsssError(f"{path}: not valid YAML ({str(exc)[:200]})") from None
         if not isinstance(tree, dict):
             raise WsssError(f"{path}: a config must be a mapping of sections")
     overrides = overrides or []

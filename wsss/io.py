@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -119,7 +120,12 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     def indices(img: Image.Image) -> np.ndarray:
         if img.mode not in ("P", "L", "I", "I;16"):
             raise WsssError(f"{path}: mask has mode {img.mode}; expected a palette or grayscale PNG of class indices")
-        return np.asarray(img, dtype=np.int64).clip(0, 255).astype(np.uint8)
+        values = np.asarray(img, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > IGNORE_INDEX):
+            bad = int(values.max() if values.max() > IGNORE_INDEX else values.min())
+            raise WsssError(f"{path}: mask value {bad} is not a class index (0..254, {IGNORE_INDEX} = void); "
+                            "save the mask with 8-bit class indices")
+        return values.astype(np.uint8)
 
     return _decode(path, "mask", indices, "provide it or use a split without masks", "replace the file")
 
@@ -159,21 +165,36 @@ def write_error(path: str | os.PathLike, exc: OSError) -> WsssError:
                      "(--output for predict)")
 
 
+TEMP_MARK = ".wsss-"
+"""In the name of every temporary file of :func:`atomic_path` (``.<name>.wsss-XXXXXXXX.tmp``):
+the clean-up of a killed run's temporaries removes these names and no one else's ``.*.tmp``."""
+
+
+def check_replaceable(target: Path) -> None:
+    """A writer replaces only a regular file (or writes a new one): never a folder, a device, a
+    pipe or a symbolic link, which a rename would silently swap for a file."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        kind = "a symbolic link" if target.is_symlink() else "a folder" if target.is_dir() else "not a regular file"
+        raise WsssError(f"{target}: is {kind}; wsss replaces only regular files, choose another path")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``.
 
     The file gets the mode an ordinary new file would (0o666 less the umask), not mkstemp's 0600.
     On any exception the temporary file is removed and ``target`` is left untouched; a failed
-    write (a full disk) is a :class:`WsssError` naming ``target``.
+    write (a full disk) is a :class:`WsssError` naming ``target``. Only a regular file is ever
+    replaced (:func:`check_replaceable`).
     """
     target = Path(target)
+    check_replaceable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WsssError(f"{target.parent}: cannot create output folder ({exc}); choose a writable location") from None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise WsssError(f"{target.parent}: output folder is not writable ({exc}); choose a writable location") from None
     tmp_path = Path(tmp)
@@ -183,6 +204,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield tmp_path
+        # on disk before the rename: a full disk that a write did not report (delayed allocation)
+        # fails here, not as a truncated file at the final name
+        with open(tmp_path, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(tmp_path, target)
     except OSError as exc:
         if exc.errno is None:  # not the file system's: e.g. PIL's "cannot write mode RGBA as JPEG"
@@ -195,14 +220,14 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 def remove_stale_temps(folder: str | os.PathLike, recursive: bool = True) -> int:
     """Delete the temporary files of :func:`atomic_path` that a killed process left under ``folder``
-    (in its subfolders too unless ``recursive`` is False).
+    (in its subfolders too unless ``recursive`` is False): its names only, never another program's.
 
     Call it only where no other process is writing into ``folder``; returns how many were removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in (folder.rglob if recursive else folder.glob)(".*.tmp") if p.is_file()]
+    stale = [p for p in (folder.rglob if recursive else folder.glob)(f".*{TEMP_MARK}*.tmp") if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
@@ -239,7 +264,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise WsssError(f"{path}: not found; run the stage that produces it first") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise WsssError(f"{path}: damaged file ({exc}); delete it and re-run the stage") from None
 
 
@@ -247,6 +272,18 @@ def save_json(path: str | os.PathLike, obj) -> None:
     """Write JSON (indented, sorted keys kept as given), atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, default=None):
+    """A JSON file's content, ``default`` when it is missing; a damaged file (not JSON, not
+    UTF-8, nested past what the parser follows) is a one-line WsssError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WsssError(f"{path}: damaged JSON ({str(exc)[:120]}); re-run the stage that writes it") from None
 
 
 def _json_default(obj):

@@ -38,8 +38,9 @@ def usable_cores() -> int:
 
 
 def resolve_workers(workers: int) -> int:
-    """The number of worker processes for a ``workers`` setting (0 = one per usable core)."""
-    return usable_cores() if workers == 0 else workers
+    """The number of worker processes for a ``workers`` setting (0 = one per usable core; more
+    than the usable cores only queue and take memory, so never more than those)."""
+    return usable_cores() if workers == 0 else min(workers, usable_cores())
 
 
 def _exit_on_sigterm(signum, frame) -> None:

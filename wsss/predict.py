@@ -30,7 +30,7 @@ from .crf import dense_crf
 from .engine import resolve_device
 from .errors import WsssError
 from .inference import image_tensor, multiscale_sum, shrink_to_max_side, upsample, upsampled_rows
-from .io import load_rgb, overlay, remove_stale_temps, save_image, save_json, save_palette_png
+from .io import load_rgb, overlay, read_json, remove_stale_temps, save_image, save_json, save_palette_png
 from .metrics import saliency_levels
 from .models import load_model
 from .parallel import map_images
@@ -197,19 +197,52 @@ class _PredictJob:
         except WsssError as exc:  # this file alone: the others are still segmented
             return index, getattr(exc, "reason", str(exc))
         mask = self.predictor.predict(rgb)
-        save_image(self.output / f"{path.stem}_overlay.jpg", overlay(rgb, mask))
-        if self.predictor.has_saliency:
-            save_image(self.output / f"{path.stem}_saliency.png", saliency_levels(self.predictor.saliency(rgb)))
-        save_palette_png(self.output / f"{path.stem}.png", mask)  # written last: marks the image done
+        overlay_name, *saliency_name, mask_name = output_names(path.stem, self.predictor.has_saliency)
+        save_image(self.output / overlay_name, overlay(rgb, mask))
+        if saliency_name:
+            save_image(self.output / saliency_name[0], saliency_levels(self.predictor.saliency(rgb)))
+        save_palette_png(self.output / mask_name, mask)  # written last: marks the image done
         return index, None
+
+
+PREDICT_RECORD = ".wsss-predict.json"
+"""The settings of the masks in a predict output folder; also what marks the folder as wsss's."""
+
+
+def output_names(stem: str, saliency: bool) -> list[str]:
+    """The files ``wsss predict`` writes for one image (the mask last)."""
+    return [f"{stem}_overlay.jpg", *([f"{stem}_saliency.png"] if saliency else []), f"{stem}.png"]
+
+
+def check_output_folder(input_path: Path, output: Path, stems: list[str], saliency: bool) -> None:
+    """Refuse an output folder that would overwrite what wsss did not write: the input folder
+    itself or one inside it (the masks would replace the photos, and a re-run would segment its
+    own overlays), or a folder without wsss's record where a file has an output's name."""
+    source = (input_path if input_path.is_dir() else input_path.parent).resolve()
+    target = output.resolve()
+    if target == source or source in target.parents:
+        raise WsssError(f"{output}: the output folder is {'the input folder' if target == source else 'inside the input'} "
+                        f"{source}; choose an --output outside it")
+    if output.exists() and not output.is_dir():
+        raise WsssError(f"{output}: is not a folder; choose another --output")
+    if (output / PREDICT_RECORD).is_file():
+        return  # wsss's folder: the names below are its own outputs
+    taken = next((output / name for stem in stems for name in output_names(stem, saliency) if (output / name).exists()),
+                 None)
+    if taken is not None:
+        raise WsssError(f"{taken}: exists and was not written by wsss predict; choose an empty or new --output")
 
 
 def _reusable_outputs(output: Path, settings: dict) -> bool:
     """True when ``output`` holds masks of these settings (``.wsss-predict.json``); records them and
     removes the temporary files a killed run left."""
-    record = output / ".wsss-predict.json"
+    record = output / PREDICT_RECORD
     wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
-    same = record.exists() and json.loads(record.read_text()) == wanted
+    try:
+        same = read_json(record) == wanted
+    except WsssError as exc:  # a damaged record: the folder's masks are made again
+        log.warning("%s; its masks will be made again", exc)
+        same = False
     if distributed.is_main():
         remove_stale_temps(output, recursive=False)  # the other ranks wait: nothing writes there now
         if not same:
@@ -252,9 +285,10 @@ def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", 
     if duplicate is not None:
         raise WsssError(f"{input_path}: several images are named {duplicate!r} (other extensions); "
                         "their masks would overwrite each other, rename them")
+    output = Path(output)
+    check_output_folder(Path(input_path), output, stems, predictor.has_saliency)
     if distributed.is_main():
         _report_ignored(Path(input_path), ignored)
-    output = Path(output)
     settings = {"model": predictor.fingerprint, "checkpoint": str(Path(checkpoint).resolve()),
                 "scales": list(scales), "flip": flip, "crf": crf, "precision": dtype_name(predictor.amp),
                 "max_side": max_side}

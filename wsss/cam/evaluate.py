@@ -7,7 +7,6 @@ per-class IoU there; written to ``eval/cam_<split>.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from ..distributed import on_main_process
 from ..errors import WsssError
-from ..io import save_json
+from ..io import read_json, save_json
 from ..metrics import confusion_matrix, format_iou_table, mean_iou, segmentation_report
 from ..run.context import RunContext
 from .algorithm import cam_to_label
@@ -49,7 +48,7 @@ def best_cam_threshold(ctx: RunContext, instead: str = "a fixed threshold") -> f
     if not path.exists():
         raise WsssError(f"{path}: not found; an 'auto' setting needs `wsss eval-cam` on the train split first "
                         f"(or set {instead})")
-    return float(json.loads(path.read_text())["best_threshold"])
+    return float(read_json(path)["best_threshold"])
 
 
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait

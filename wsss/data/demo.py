@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import WsssError
 from ..io import IGNORE_INDEX, save_image, save_palette_png
 
 DEMO_CLASSES = ["background", "disc", "box", "triangle", "ring", "cross"]
@@ -114,13 +115,32 @@ def render_scene(rng: np.random.Generator, size: int, num_objects: int) -> tuple
     return image.clip(0, 255).astype(np.uint8), _void_border(mask), sorted(placed)
 
 
+GENERATED_MARKER = ".wsss-generated"
+"""Written first into a folder the generators fill: a later generation may write there again."""
+
+
+def claim_generated_folder(root: Path) -> None:
+    """Let a generator write into ``root`` only when it is new, empty or one that wsss generated
+    (its marker): a config that keeps ``data.demo`` while ``data.root`` names a real dataset
+    must not write demo images, splits and labels into it."""
+    if root.exists() and not root.is_dir():
+        raise WsssError(f"{root}: is not a folder; generated data needs a new or empty folder")
+    if root.is_dir() and not (root / GENERATED_MARKER).exists() and any(root.iterdir()):
+        raise WsssError(f"{root}: holds files wsss did not generate; generated data goes only into a new or empty "
+                        "folder (remove data.demo from the config to use the data there)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / GENERATED_MARKER).touch()
+
+
 def generate_demo_dataset(root: str | Path, num_train: int = 96, num_val: int = 32, image_size: int = 128, seed: int = 0) -> Path:
-    """Write the demo dataset in VOC layout under ``root`` and return ``root``.
+    """Write the demo dataset in VOC layout under ``root`` and return ``root``: a new or empty
+    folder, or one generated before (:func:`claim_generated_folder`).
 
     Deterministic: the same arguments give byte-identical files. About 10% of the images
     hold no object (background-only negatives, as real data has).
     """
     root = Path(root)
+    claim_generated_folder(root)
     rng = np.random.default_rng(seed)
     labels: dict[str, list[str]] = {}
     splits = {"train": [], "val": []}
@@ -160,6 +180,7 @@ def generate_demo_saliency(root: str | Path, num_images: int = 48, image_size: i
     do not depend on it. Deterministic: the same arguments give byte-identical files.
     """
     root = Path(root)
+    claim_generated_folder(root)
     rng = np.random.default_rng([seed, 5])
     for n in range(num_images):
         num_objects = int(rng.choice([1, 2], p=[0.7, 0.3]))

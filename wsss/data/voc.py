@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import WsssError
 from ..io import IGNORE_INDEX, load_mask, load_rgb
+from ..names import check_name
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -33,25 +34,57 @@ VOC_CLASSES = [
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
+MAX_CLASSES = IGNORE_INDEX
+"""Masks are 8-bit with 255 as void: at most 255 classes (background included)."""
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A dataset's text file (UTF-8); anything else is one line naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise WsssError(f"{path}: {what} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise WsssError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
 def read_class_names(root: Path) -> list[str]:
     """Class names from ``class_names.txt`` (index = label, background first), else VOC's 21."""
     path = root / "class_names.txt"
     if not path.exists():
         return list(VOC_CLASSES)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path, "the class list").splitlines() if line.strip()]
     if len(names) < 2:
         raise WsssError(f"{path}: needs background plus at least one class, one name per line")
     if len(set(names)) != len(names):
         raise WsssError(f"{path}: class names must be unique")
+    if len(names) > MAX_CLASSES:
+        raise WsssError(f"{path}: {len(names)} classes; masks are 8-bit with {IGNORE_INDEX} as void, so at most "
+                        f"{MAX_CLASSES} (background included)")
     return names
 
 
 def read_split(root: Path, split: str) -> list[str]:
-    """Image ids listed in ``ImageSets/Segmentation/<split>.txt`` (first column of each line)."""
+    """Image ids listed in ``ImageSets/Segmentation/<split>.txt`` (first column of each line).
+
+    An id becomes a file name (``cams/<split>/<id>.npz``): a separator, ``..``, an absolute path
+    or an over-long id is refused with its line, as is an id listed twice."""
+    check_name(split, "split name", "--split / data.train_split / data.val_split", "name a file of ImageSets/Segmentation")
     path = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not path.exists():
         raise WsssError(f"{path}: split file not found; list one image id per line there")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(read_text_file(path, "the split file").splitlines(), start=1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        check_name(image_id, "image id", f"{path}:{number}", "list plain file names (no folders) of JPEGImages")
+        if image_id in seen:
+            raise WsssError(f"{path}:{number}: image id {image_id!r} is listed again (first on line "
+                            f"{seen[image_id]}); list each image once")
+        seen[image_id] = number
+        ids.append(image_id)
     if not ids:
         raise WsssError(f"{path}: split lists no images")
     return ids
@@ -67,9 +100,11 @@ def find_mask_dir(root: Path) -> Optional[Path]:
 
 def _labels_from_json(path: Path, ids: list[str], class_names: list[str]) -> np.ndarray:
     try:
-        table = json.loads(path.read_text())
+        table = json.loads(read_text_file(path, "the label file"))
     except json.JSONDecodeError as exc:
         raise WsssError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise WsssError(f"{path}: nested too deeply; expected {{id: [class names]}}") from None
     if not isinstance(table, dict):
         raise WsssError(f"{path}: expected a mapping of image id to a list of class names")
     index = {name: i for i, name in enumerate(class_names)}
@@ -81,6 +116,9 @@ def _labels_from_json(path: Path, ids: list[str], class_names: list[str]) -> np.
         if not isinstance(names, list):
             raise WsssError(f"{path}: labels of {image_id!r} must be a list of class names")
         for name in names:
+            if not isinstance(name, str):
+                raise WsssError(f"{path}: labels of {image_id!r} must be a list of class names (strings), "
+                                f"found {json.dumps(name)[:60]}")
             if name not in index or index[name] == 0:
                 raise WsssError(
                     f"{path}: image {image_id!r} has unknown class name {name!r}; "
@@ -189,6 +227,9 @@ def read_label_table(path: Path, num_fg: int) -> dict:
             raise WsssError(f"{path}: entry {key!r} is not an image id with a numeric label vector")
         if vector.ndim != 1 or vector.shape[0] != num_fg:
             raise WsssError(f"{path}: label vector of {key!r} has shape {vector.shape}, expected ({num_fg},)")
+        if not np.isin(vector, (0, 1)).all():
+            raise WsssError(f"{path}: label vector of {key!r} holds {vector[~np.isin(vector, (0, 1))][0]!r}; "
+                            "a multi-hot vector holds only 0 and 1")
         checked[key] = vector.astype(np.float32)
     return checked
 

@@ -45,8 +45,11 @@ def training_settings(section) -> dict:
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` atomically; through a Python file, so a full disk is an OSError (a clear
     error from :func:`atomic_path`), not torch's "unexpected pos"."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+    except RuntimeError as exc:  # torch's own writer reports a failed write so (a full disk)
+        raise WsssError(f"{path}: cannot write ({first_line(exc)}); free space or choose another --run-dir") from None
 
 
 def first_line(exc: BaseException) -> str:

@@ -101,6 +101,9 @@ class TrainJob:
     optimizer: str = "sgd"
     adam_betas: tuple[float, float] = (0.9, 0.999)
     lr_schedule: Optional[Callable[[int, int], float]] = None
+    # called once, after the first optimiser step of this command: the run's record (config.yaml)
+    # is written then, so a command that fails before doing any work leaves the run as it was
+    started: Optional[Callable[[], None]] = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -335,6 +338,9 @@ def train(job: TrainJob) -> Path:
                         raise write_error(log_path, exc) from None
                     bar.set_postfix(loss=f"{global_loss:.4f}", img_s=f"{rate:.1f}", refresh=False)
                     bar.update(1)
+                if job.started is not None:
+                    job.started()
+                    job.started = None
                 if job.checkpoint_every and step % job.checkpoint_every == 0:
                     save_training_checkpoint(job, model, optimizer, scaler, step)
                 if step >= stop_at:

@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..distributed import on_main_process
 from ..errors import WsssError
-from ..io import save_json
+from ..io import read_json, save_json
 from ..metrics import format_iou_table, segmentation_report
 from ..run.context import RunContext
 from ..segmentation.evaluate import score_label_dir
@@ -27,9 +27,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
 
     cam_eval = ctx.layout.eval_file("cam", name)
     if cam_eval.exists():  # the CAM column at its best threshold, as eval-cam found it
-        import json
-
-        cam_result = json.loads(cam_eval.read_text())
+        cam_result = read_json(cam_eval)
         results["cam"] = {"miou": cam_result["miou"], "best_threshold": cam_result["best_threshold"]}
         columns[f"CAM@{cam_result['best_threshold']:.2f}"] = cam_result["per_class_iou"]
     base = pseudo_dir(ctx, split, root)

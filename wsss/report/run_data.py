@@ -19,6 +19,7 @@ import yaml
 
 from ..data.voc import VocDataset
 from ..errors import WsssError
+from ..io import read_json
 from ..run.layout import RunLayout
 
 # summary.json keys that hold no metrics
@@ -71,16 +72,6 @@ class MetricRow:
     stage: str
     title: str
     cells: dict[str, dict | str] = field(default_factory=dict)
-
-
-def read_json(path: Path, default=None):
-    """A JSON file's content, ``default`` when it is missing; a damaged file is a WsssError naming it."""
-    if not path.exists():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WsssError(f"{path}: damaged JSON ({exc}); re-run the stage that writes it") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:

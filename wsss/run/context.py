@@ -3,7 +3,6 @@ device, the datasets and the log."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from ..data.demo import demo_dataset_complete, generate_demo_dataset
 from ..data.voc import VocDataset
 from ..engine.device import resolve_device
 from ..errors import WsssError
-from ..io import atomic_path, save_json
+from ..io import atomic_path, read_json, save_json
+from ..names import check_name
 from .layout import RunLayout
 from .provenance import run_info
 
@@ -33,8 +33,9 @@ class RunContext:
     config: PipelineConfig
     progress: bool = True
     device: torch.device = field(init=False)
-    # config.yaml and run_info.json are written (once) when the first dataset is found, so a
-    # command that fails on its inputs (a mistyped --set data.root) leaves the run's record alone
+    # config.yaml and run_info.json are written (once) when the command has done its first unit
+    # of work (a training step) or finished, so a command that fails on its inputs or settings
+    # (a mistyped --set data.root, a seed out of range) leaves the run's record as it was
     record_config: bool = field(default=False, init=False)
     layout: RunLayout = field(init=False)
 
@@ -52,7 +53,8 @@ class RunContext:
         workers, progress bar, AMP, SyncBN and checkpoints."""
         cfg = self.config
         return {"device": self.device, "seed": cfg.seed, "num_workers": cfg.num_workers, "progress": self.progress,
-                "amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every}
+                "amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every,
+                "started": self.record}
 
     def precision_setting(self) -> dict:
         """``{"precision": "bf16"}`` (or fp16) when the config's AMP computes this run's networks
@@ -79,7 +81,7 @@ class RunContext:
 
     def prepare(self, record_config: bool = True) -> None:
         """Create the run directory and its log (rank 0; the others wait). With ``record_config``
-        the resolved config and run info are written once the command's dataset is found
+        the resolved config and run info are written once the command has done work
         (:meth:`record`); evaluation commands pass False and never rewrite them."""
         self.record_config = record_config
         if distributed.is_main():
@@ -117,12 +119,11 @@ class RunContext:
 
     def dataset(self, split: str, root: Optional[Path] = None, require_masks: bool = False) -> VocDataset:
         root = Path(root) if root is not None else self.data_root()
-        voc = VocDataset(root, split, labels=self.config.data.labels, require_masks=require_masks)
-        self.record()  # the inputs are there: this config is the run's now
-        return voc
+        return VocDataset(root, split, labels=self.config.data.labels, require_masks=require_masks)
 
     def output_name(self, split: str, root: Optional[Path]) -> str:
         """Folder name of a split's outputs; a foreign dataset root gets its own prefix."""
+        check_name(split, "split name", "--split", "name a file of ImageSets/Segmentation (no folders)")
         if root is None or Path(root).resolve() == Path(self.config.data.root).resolve():
             return split
         return f"{Path(root).resolve().name}-{split}"
@@ -133,7 +134,7 @@ class RunContext:
         if not distributed.is_main():
             return
         path = self.layout.summary
-        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary = self.summary()
         if value is None:
             if key not in summary:
                 return
@@ -143,8 +144,14 @@ class RunContext:
         save_json(path, summary)
 
     def summary(self) -> dict:
-        path = self.layout.summary
-        return json.loads(path.read_text()) if path.exists() else {}
+        """summary.json's scores; a damaged one is set aside with a warning (the stages' eval
+        files hold the same scores, and the next stage to finish writes it anew)."""
+        try:
+            summary = read_json(self.layout.summary, {})
+        except WsssError as exc:
+            log.warning("%s; starting it anew", exc)
+            return {}
+        return summary if isinstance(summary, dict) else {}
 
 
 def add_file_logging(path: Path) -> None:

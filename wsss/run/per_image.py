@@ -3,16 +3,18 @@ finished images, share the rest between processes and workers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from .. import distributed
 from ..data.voc import VocDataset
-from ..io import remove_stale_temps, save_json
+from ..errors import WsssError
+from ..io import TEMP_MARK, remove_stale_temps, save_json
+from ..names import inside
 from ..parallel import map_images, resolve_workers
 from .context import RunContext
 
@@ -25,8 +27,7 @@ SETTINGS_FILE = "settings.json"
 
 def output_settings(folder: Path) -> Optional[dict]:
     """The settings a per-image folder's outputs were made with (None before its stage ran)."""
-    record = Path(folder) / SETTINGS_FILE
-    return json.loads(record.read_text()) if record.exists() else None
+    return read_settings(Path(folder) / SETTINGS_FILE)
 
 
 def claim_output_dir(folder: Path, settings: dict) -> None:
@@ -53,6 +54,8 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
     ``job(*job_args)`` on them in ``workers`` processes (``map_images``), logs the throughput
     and waits for the other ranks.
     """
+    for image_id in voc.ids:  # ids are plain names (VocDataset): this holds unless a link leads out
+        inside(finished(image_id), out)
     claim_output_dir(out, settings)
     todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not finished(image_id).exists()])
     if not todo and distributed.world_size() == 1:
@@ -60,6 +63,7 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
         return
     start = time.perf_counter()
     map_images(job, job_args, todo, workers, desc, ctx.progress)
+    ctx.record()  # work done: these settings are the run's now
     elapsed = time.perf_counter() - start
     log.info("%s: %d images in %.1f s (%.2f images/s, %d worker(s)%s)", step, len(todo), elapsed,
              len(todo) / max(elapsed, 1e-9), resolve_workers(workers),
@@ -67,15 +71,62 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
     distributed.barrier()
 
 
+OUTPUT_MARKER = ".wsss-output"
+"""Written into every per-image folder wsss claims: the folder is wsss's, and a changed setting
+may discard the files it made there."""
+
+OUTPUT_PATTERNS = ("*.npz", "*.png", SETTINGS_FILE, OUTPUT_MARKER)
+"""The files a per-image stage writes (in the folder and its subfolders): all that a changed
+setting ever discards; anything else in the folder is left alone."""
+
+
+def _own_files(folder: Path) -> list[Path]:
+    return [p for pattern in OUTPUT_PATTERNS for p in folder.rglob(pattern) if p.is_file() and not p.is_symlink()]
+
+
+def _foreign_files(folder: Path) -> list[Path]:
+    own = set(_own_files(folder))
+    return [p for p in folder.rglob("*") if not p.is_dir() and p not in own and TEMP_MARK not in p.name]
+
+
+def read_settings(record: Path) -> Optional[dict]:
+    """A folder's recorded settings; None when absent or unreadable (a damaged record counts as
+    other settings: its outputs are made again)."""
+    try:
+        value = json.loads(record.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); its folder's outputs will be made again", record, exc)
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _claim(folder: Path, settings: dict) -> None:
     record = folder / SETTINGS_FILE
     wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
-    if folder.exists():
-        if record.exists() and json.loads(record.read_text()) == wanted:
+    if folder.exists() and not folder.is_dir():
+        raise WsssError(f"{folder}: is not a folder; choose another output folder")
+    if folder.is_dir():
+        if read_settings(record) == wanted:
             remove_stale_temps(folder)
+            (folder / OUTPUT_MARKER).touch()
             return
-        stale = sum(1 for p in folder.rglob("*") if p.is_file() and p != record)
+        # wsss's folder: its marker, or (made before the marker existed) its record and nothing but its files
+        ours = (folder / OUTPUT_MARKER).is_file() or (record.is_file() and not _foreign_files(folder))
+        if not ours and _foreign_files(folder):
+            example = _foreign_files(folder)[0]
+            raise WsssError(f"{folder}: holds files wsss did not write (e.g. {example.name}); wsss writes its outputs "
+                            "only into an empty folder or one it made: choose another output folder")
+        stale = [p for p in _own_files(folder) if p.name not in (SETTINGS_FILE, OUTPUT_MARKER)]
         if stale:
-            log.warning("%s: %d outputs were made with other settings; discarding them", folder, stale)
-        shutil.rmtree(folder)
+            log.warning("%s: %d outputs were made with other settings; discarding them", folder, len(stale))
+        for path in _own_files(folder):
+            path.unlink()
+        remove_stale_temps(folder)
+        for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                sub.rmdir()  # only when empty: someone else's files keep their folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OUTPUT_MARKER).touch()
     save_json(record, wanted)

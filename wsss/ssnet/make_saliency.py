@@ -18,7 +18,6 @@ The seeds and the walk read them through :func:`saliency_cue` (thresholds from s
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from ..cam.evaluate import best_cam_threshold
 from ..cam.seeds import auto_seed_thresholds
 from ..distributed import on_main_process
 from ..errors import WsssError
-from ..io import IGNORE_INDEX, load_saliency_map, save_image, save_json
+from ..io import IGNORE_INDEX, load_saliency_map, read_json, save_image, save_json
 from ..metrics import confusion_matrix, iou_per_class
 from ..models import load_model
 from ..predict import Predictor
@@ -173,7 +172,7 @@ def best_saliency_threshold(ctx: RunContext) -> float:
     if not path.exists():
         raise WsssError(f"{path}: not found; the saliency thresholds come from `wsss make-saliency` on the train "
                         "split with masks (or set saliency.threshold)")
-    return float(json.loads(path.read_text())["best_threshold"])
+    return float(read_json(path)["best_threshold"])
 
 
 @dataclass(frozen=True)
