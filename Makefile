@@ -27,7 +27,7 @@ demo: $(STAMP)
 # The report test opens a run's report.html in headless Chromium (Debian's package); under
 # `make test` it must run, not skip (WSSS_REQUIRE_BROWSER=1).
 test: $(STAMP) browser
-	$(VENV)/bin/ruff check wsss tests benchmarks
+	$(VENV)/bin/ruff check wsss tests benchmarks examples
 	WSSS_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests
 
 browser:

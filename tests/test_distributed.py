@@ -149,7 +149,7 @@ def test_predict_worker_processes_give_the_same_files_and_a_rerun_keeps_them(tmp
         assert main([*args, "--output", str(tmp_path / "pool"), "--workers", "2"]) == 0
     one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir() if not p.name.startswith(".")}
     pool = {p.name: p.read_bytes() for p in (tmp_path / "pool").iterdir() if not p.name.startswith(".")}
-    assert len(one) == 2 * 8 and one == pool
+    assert len(one) == 2 * 8 + 1 and one == pool  # a mask and an overlay per image, classes.json
 
     # a re-run keeps finished masks; other settings redo them
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "one").glob("*.png")}

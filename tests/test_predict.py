@@ -73,7 +73,7 @@ def test_unreadable_images_are_skipped_and_reported(checkpoint, tmp_path, worker
     ignored = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
     assert len(ignored) == 1 and "2 entries" in ignored[0] and "notes.txt, sub/" in ignored[0]
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert written == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg", "c.png", "c_overlay.jpg"]
+    assert written == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg", "c.png", "c_overlay.jpg", "classes.json"]
     assert Image.open(out / "a.png").size == (44, 36)
     assert sorted(str(p) for p in tmp_path.rglob("*.tmp")) == []
 

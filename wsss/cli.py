@@ -171,7 +171,11 @@ def _saliency_crf_arg(p: argparse.ArgumentParser, default: str = "") -> None:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True,
-                   help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps)")
+                   help="model.pt of `wsss train-seg`, or of `wsss train-ssnet` (also writes saliency maps), or an "
+                        ".onnx file of `wsss export` (runs in onnxruntime)")
+    p.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch",
+                   help="what runs the network: torch (default), or onnxruntime on CPU (pip install 'wsss[onnx]'); "
+                        "scales, flip, CRF and the rest are the same")
     p.add_argument("--input", type=Path, required=True, help="an image or a folder of images")
     p.add_argument("--output", type=Path, required=True, help="folder for masks and overlays")
     p.add_argument("--device", type=_device, default="auto", help=f"{DEVICES} (default auto: CUDA when available)")
@@ -190,6 +194,14 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    help=f"shrink larger images to this longer side before inference, masks are written at "
                         f"full size; bounds memory (default {DEFAULT_MAX_SIDE}; 0 = no limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="model.pt of `wsss train-seg` or `wsss train-ssnet`")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx",
+                   help="onnx (for onnxruntime; needs pip install 'wsss[onnx]') or torchscript (torch.jit.load)")
+    p.add_argument("--out", type=Path, required=True, help="file to write, e.g. model.onnx")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -284,7 +296,7 @@ def _predict(predict, _, args) -> int:
     result = predict.run(args.checkpoint, args.input, args.output, args.device, args.scales, args.flip,
                          args.crf, progress=not args.no_progress, workers=args.workers, amp=args.amp,
                          max_side=args.max_side, saliency_upsample=args.saliency_upsample,
-                         saliency_crf=args.saliency_crf)
+                         saliency_crf=args.saliency_crf, engine=args.engine)
     counts = [f"{result.written} image(s) written"] + [f"{n} {what}" for n, what in (
         (result.kept, "kept from an earlier run"), (len(result.skipped), "skipped (see above)")) if n]
     print(f"predict: {', '.join(counts)}; masks in {args.output}")
@@ -379,6 +391,9 @@ COMMANDS: tuple[Command, ...] = (
             description="Segment new images with a trained model. Exit status: 0 when every image was segmented, "
                         "1 when some could not be read (each is named above the summary; the others are "
                         "written), 2 on an error that stops the command."),
+    Command("export", "write a segmentation model or SSNet as ONNX or TorchScript (any input size; class names "
+                      "and preprocessing as metadata)", "wsss.export",
+            lambda step, _, a: step.run(a.checkpoint, a.format, a.out), (_export_args,), uses_run=False),
     Command("report", "write the run's self-contained HTML report (report.html)", "wsss.report", _report,
             (_report_args,), uses_run=False),
     Command("make-demo-data", "write the generated demo dataset (VOC layout)", "wsss.data.demo", _demo_data,

@@ -308,3 +308,32 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
         colours = VOC_PALETTE[labels[painted]].astype(np.float32)
         pixels[painted] = ((1 - alpha) * pixels[painted].astype(np.float32) + alpha * colours).clip(0, 255)
     return blend
+
+
+def with_legend(image: np.ndarray, mask: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """``image`` (an overlay, (H, W, 3) uint8) with a legend of the classes present in ``mask``
+    in its top-left corner: a swatch of each class's VOC colour and its name, on a dark box.
+    Background and void are left out; an image too small for a readable legend keeps none
+    (``classes.json`` beside it says which colour is which class)."""
+    from PIL import ImageDraw, ImageFont
+
+    present = [int(c) for c in np.unique(mask) if 0 < c < len(class_names) and c != IGNORE_INDEX]
+    height, width = image.shape[:2]
+    size = max(10, min(height, width) // 24)  # text height in pixels
+    if not present or min(height, width) < 6 * size:
+        return image
+    font = ImageFont.load_default(size=size)
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    line, pad = int(size * 1.4), size // 2
+    names = [class_names[c] for c in present]
+    text_width = max(draw.textlength(name, font=font) for name in names)
+    rows = min(len(present), max(1, (height - 2 * pad) // line))  # as many as fit
+    box = (0, 0, min(width, int(2 * pad + size + pad + text_width)), 2 * pad + rows * line)
+    draw.rectangle(box, fill=(0, 0, 0, 150))
+    for row, (cls, name) in enumerate(zip(present[:rows], names)):
+        top = pad + row * line
+        draw.rectangle((pad, top, pad + size, top + size), fill=tuple(int(v) for v in VOC_PALETTE[cls]),
+                       outline=(255, 255, 255))
+        draw.text((2 * pad + size, top - size // 8), name, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)

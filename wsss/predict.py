@@ -29,8 +29,20 @@ from .config import DEFAULT_MAX_SIDE
 from .crf import dense_crf
 from .engine import resolve_device
 from .errors import WsssError
+from .export import EXPORT_KINDS, OnnxNetwork
 from .inference import image_tensor, multiscale_sum, shrink_to_max_side, upsample, upsampled_rows
-from .io import load_rgb, overlay, read_json, remove_stale_temps, save_image, save_json, save_palette_png
+from .io import (
+    IGNORE_INDEX,
+    VOC_PALETTE,
+    load_rgb,
+    overlay,
+    read_json,
+    remove_stale_temps,
+    save_image,
+    save_json,
+    save_palette_png,
+    with_legend,
+)
 from .metrics import saliency_levels
 from .models import load_model
 from .parallel import map_images
@@ -40,6 +52,7 @@ from .ssnet.saliency import UPSAMPLE_ORDERS, saliency_at, saliency_crf
 log = logging.getLogger("wsss")
 
 ImageLike = Union[str, Path, np.ndarray, Image.Image]
+ENGINES = ("torch", "onnxruntime")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -64,7 +77,7 @@ class Predictor:
     def __init__(self, checkpoint: Union[str, Path], device: str = "auto", scales: Sequence[float] = (1.0,),
                  flip: bool = False, crf: bool = False, amp: str = "auto",
                  max_side: Optional[int] = DEFAULT_MAX_SIDE, saliency_upsample: str = "map",
-                 saliency_crf: bool = False):
+                 saliency_crf: bool = False, engine: str = "torch"):
         """``max_side``: images with a longer side are shrunk to it (antialiased) before the
         network and the CRF see them, and the results are upsampled back to the image's size:
         bounds the memory of a large photo (6000x4000: 0.8 GB at 1024, 8.4 GB at full size) and
@@ -73,16 +86,30 @@ class Predictor:
         ``saliency_upsample`` and ``saliency_crf``: how an SSNet's saliency map is made
         (``wsss.ssnet.saliency``): aggregated at the network's stride and then upsampled
         ("map"), or from logits upsampled to the size the network saw ("logits"); refined by a
-        two-label dense CRF at that size (DSS's settings)."""
+        two-label dense CRF at that size (DSS's settings).
+
+        ``engine``: "torch", or "onnxruntime" (CPU, float32): the network alone runs in
+        onnxruntime (exported in memory from a ``model.pt``, or an ``.onnx`` file of ``wsss
+        export``); scales, flips, softmax, upsampling and CRF are the same code."""
         if saliency_upsample not in UPSAMPLE_ORDERS:
             raise WsssError(f"saliency_upsample must be one of {', '.join(UPSAMPLE_ORDERS)}, not {saliency_upsample!r}")
-        self.device = resolve_device(device)
+        if engine not in ENGINES:
+            raise WsssError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.engine = "onnxruntime" if Path(checkpoint).suffix.lower() == ".onnx" else engine
+        self.device = resolve_device(device) if self.engine == "torch" else torch.device("cpu")
         if distributed.is_distributed() and self.device.type == "cuda":
             self.device = torch.device("cuda", distributed.local_rank())
-        loaded = load_model(checkpoint, self.device, ("segmentation", "ssnet"))
-        self.model, self.class_names, self.fingerprint = loaded.model, loaded.class_names, loaded.fingerprint
-        self.has_saliency = loaded.kind == "ssnet"
-        self.amp = autocast_dtype(amp, self.device)
+        if self.engine == "torch":
+            loaded = load_model(checkpoint, self.device, EXPORT_KINDS)
+            self.model, kind, self.class_names, self.fingerprint = loaded.model, loaded.kind, loaded.class_names, \
+                loaded.fingerprint
+        else:
+            source = Path(checkpoint) if Path(checkpoint).suffix.lower() == ".onnx" else \
+                load_model(checkpoint, "cpu", EXPORT_KINDS)
+            self.model = OnnxNetwork(source, torch.get_num_threads())
+            kind, self.class_names, self.fingerprint = self.model.kind, self.model.class_names, self.model.fingerprint
+        self.has_saliency = kind == "ssnet"
+        self.amp = autocast_dtype(amp, self.device) if self.engine == "torch" else None
         self.scales, self.flip, self.crf, self.max_side = list(scales), flip, crf, max_side
         self.saliency_upsample, self.saliency_crf = saliency_upsample, saliency_crf
 
@@ -186,8 +213,9 @@ class _PredictJob:
     image's files are written, (index, why) when the image cannot be read and is skipped."""
 
     def __init__(self, checkpoint, device, scales, flip, crf, amp, max_side, files, output, saliency_upsample="map",
-                 saliency_crf=False):
-        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side, saliency_upsample, saliency_crf)
+                 saliency_crf=False, engine="torch"):
+        self.predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side, saliency_upsample, saliency_crf,
+                                   engine)
         self.files, self.output = files, Path(output)
 
     def __call__(self, index: int) -> tuple[int, Optional[str]]:
@@ -198,7 +226,7 @@ class _PredictJob:
             return index, getattr(exc, "reason", str(exc))
         mask = self.predictor.predict(rgb)
         overlay_name, *saliency_name, mask_name = output_names(path.stem, self.predictor.has_saliency)
-        save_image(self.output / overlay_name, overlay(rgb, mask))
+        save_image(self.output / overlay_name, with_legend(overlay(rgb, mask), mask, self.predictor.class_names))
         if saliency_name:
             save_image(self.output / saliency_name[0], saliency_levels(self.predictor.saliency(rgb)))
         save_palette_png(self.output / mask_name, mask)  # written last: marks the image done
@@ -214,6 +242,16 @@ def output_names(stem: str, saliency: bool) -> list[str]:
     return [f"{stem}_overlay.jpg", *([f"{stem}_saliency.png"] if saliency else []), f"{stem}.png"]
 
 
+CLASSES_FILE = "classes.json"
+"""Beside the masks: which index and colour is which class."""
+
+
+def classes_table(class_names: list[str]) -> list[dict]:
+    """[{index, name, colour}] of the masks' palette, void (255) included."""
+    rows = [{"index": i, "name": name, "colour": VOC_PALETTE[i].tolist()} for i, name in enumerate(class_names)]
+    return rows + [{"index": IGNORE_INDEX, "name": "void", "colour": VOC_PALETTE[IGNORE_INDEX].tolist()}]
+
+
 def check_output_folder(input_path: Path, output: Path, stems: list[str], saliency: bool) -> None:
     """Refuse an output folder that would overwrite what wsss did not write: the input folder
     itself or one inside it (the masks would replace the photos, and a re-run would segment its
@@ -227,8 +265,8 @@ def check_output_folder(input_path: Path, output: Path, stems: list[str], salien
         raise WsssError(f"{output}: is not a folder; choose another --output")
     if (output / PREDICT_RECORD).is_file():
         return  # wsss's folder: the names below are its own outputs
-    taken = next((output / name for stem in stems for name in output_names(stem, saliency) if (output / name).exists()),
-                 None)
+    names = [CLASSES_FILE] + [name for stem in stems for name in output_names(stem, saliency)]
+    taken = next((output / name for name in names if (output / name).exists()), None)
     if taken is not None:
         raise WsssError(f"{taken}: exists and was not written by wsss predict; choose an empty or new --output")
 
@@ -267,18 +305,21 @@ class PredictResult:
 def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", scales: Sequence[float] = (1.0,),
         flip: bool = False, crf: bool = False, progress: bool = True, workers: int = 1,
         amp: str = "auto", max_side: Optional[int] = DEFAULT_MAX_SIDE, saliency_upsample: str = "map",
-        saliency_crf: bool = False) -> PredictResult:
-    """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` for every input image, and
-    ``<stem>_saliency.png`` (grayscale, 255 = salient) when the model is an SSNet.
+        saliency_crf: bool = False, engine: str = "torch") -> PredictResult:
+    """Write ``<stem>.png`` (VOC palette) and ``<stem>_overlay.jpg`` (with a legend of the classes
+    in it) for every input image, ``<stem>_saliency.png`` (grayscale, 255 = salient) when the
+    model is an SSNet, and ``classes.json`` (index, name, colour of each class).
 
     Masks already in ``output`` from the same model and settings are kept (a killed run
     continues); under torchrun each rank takes a share of the files, on CPU ``workers``
     processes do. Images that cannot be read are skipped with a warning each; files that are
     not images by extension, and subfolders, are ignored (one line says which).
-    ``saliency_upsample`` / ``saliency_crf``: how an SSNet's saliency maps are made (see Predictor).
+    ``saliency_upsample`` / ``saliency_crf``: how an SSNet's saliency maps are made (see Predictor);
+    ``engine``: torch or onnxruntime (see Predictor).
     """
     # checks the model file first
-    predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side, saliency_upsample, saliency_crf)
+    predictor = Predictor(checkpoint, device, scales, flip, crf, amp, max_side, saliency_upsample, saliency_crf,
+                          engine)
     files, ignored = list_images(Path(input_path))
     stems = [p.stem for p in files]
     duplicate = next((s for s in stems if stems.count(s) > 1), None)
@@ -295,16 +336,22 @@ def run(checkpoint: Path, input_path: Path, output: Path, device: str = "auto", 
     if predictor.has_saliency and (saliency_upsample, saliency_crf) != ("map", False):
         # only when not the defaults: outputs of earlier runs with the defaults are kept
         settings.update(saliency_upsample=saliency_upsample, saliency_crf=saliency_crf)
+    if predictor.engine != "torch":  # recorded only when not the default, as above
+        settings["engine"] = predictor.engine
     keep = _reusable_outputs(output, settings)
+    if distributed.is_main():
+        save_json(output / CLASSES_FILE, classes_table(predictor.class_names))
     pending = distributed.broadcast_object(
         [i for i, p in enumerate(files) if not (keep and (output / f"{p.stem}.png").exists())])
     todo = distributed.shard(pending)
     workers = 1 if predictor.device.type == "cuda" else workers
     start = time.perf_counter()
-    job = (checkpoint, device, scales, flip, crf, amp, max_side, files, output, saliency_upsample, saliency_crf)
+    job = (checkpoint, device, scales, flip, crf, amp, max_side, files, output, saliency_upsample, saliency_crf, engine)
     results = map_images(_PredictJob, job, todo, workers, "predict", progress and distributed.is_main())
     elapsed = time.perf_counter() - start
-    log.info("predict: %d images in %.1f s (%.2f images/s)", len(todo), elapsed, len(todo) / max(elapsed, 1e-9))
+    segmented = sum(1 for _, why in results if not why)  # the speed of the images that were segmented
+    log.info("predict: %d images segmented in %.1f s (%.2f images/s, %s)", segmented, elapsed,
+             segmented / max(elapsed, 1e-9), predictor.engine)
     gathered = [result for rank_results in distributed.all_gather(results) for result in rank_results]
     skipped = sorted((files[index], why) for index, why in gathered if why)
     if distributed.is_main():

@@ -76,6 +76,8 @@ class SameConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing():  # torch.jit.trace and ONNX export: padding that follows the input size
+            return self._forward_any_size(x)
         ih, iw = x.shape[-2:]
         kh, kw = self.weight.shape[-2:]
         sh, sw = self.stride
@@ -84,6 +86,28 @@ class SameConv2d(nn.Conv2d):
         pad_w = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
         if pad_h or pad_w:
             x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def _forward_any_size(self, x: torch.Tensor) -> torch.Tensor:
+        """The same SAME padding written so that a trace (TorchScript, ONNX) keeps it for every
+        input size; the Python arithmetic of :meth:`forward` would be frozen to the traced size.
+
+        With reach r = (k - 1) d (even: k is odd), stride 1 pads r / 2 on each side whatever the
+        size. Stride 2 pads r - 1 in all for an even size and r for an odd one, the extra pixel at
+        the end, so the end pad is always r / 2 and the start pad r / 2 less one when even: pad
+        r / 2 on each side, then drop the first row (column) when the size is even, a slice whose
+        start (1 - size mod 2) is computed in the graph.
+        """
+        (kh, kw), (sh, sw) = self.weight.shape[-2:], self.stride
+        if sh not in (1, 2) or sw not in (1, 2):
+            raise ValueError(f"SAME padding for any size is built for strides 1 and 2, not {self.stride}")
+        ih, iw = x.shape[-2:]  # traced sizes: the arithmetic below is recorded, not frozen
+        half_h, half_w = (kh - 1) * self.dilation[0] // 2, (kw - 1) * self.dilation[1] // 2
+        x = F.pad(x, [half_w, half_w, half_h, half_h])
+        if sh == 2:
+            x = x[:, :, 1 - ih % 2:]
+        if sw == 2:
+            x = x[:, :, :, 1 - iw % 2:]
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
