@@ -5,6 +5,7 @@ import os
 import shutil
 
 import numpy as np
+import torch
 from quality import assert_beats
 from tiny_run import untrained_classifier, write_config
 
@@ -139,6 +140,39 @@ def test_a_stage_turned_off_loses_its_score(pseudo_run, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "rw/train" in summary and "rw_crf/train" not in summary
     assert not (run_dir / "pseudo" / "train" / "rw_crf").exists()
+
+
+def test_new_inputs_retrain_the_stages_that_read_them(pseudo_run, tmp_path, caplog):
+    """A segmentation model belongs to the pseudo labels it trained on: labels made anew (another
+    walk) retrain it instead of "complete, skipping". And a finished AffinityNet whose seeds changed
+    trains anew, its old checkpoint.pt set aside, instead of stopping on it."""
+    import logging
+
+    config, pseudo_run_dir = pseudo_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(pseudo_run_dir, run_dir)
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    seg = ["--set", "seg.epochs=1", "--set", "seg.crop_size=64", "--set", "seg.resize_long=[56,72]"]
+    assert main(["train-seg", *common, *seg]) == 0
+    first = torch.load(run_dir / "seg" / "model.pt", weights_only=True)["fingerprint"]
+    with caplog.at_level(logging.INFO, logger="wsss"):
+        assert main(["train-seg", *common, *seg]) == 0  # same labels: reused
+        assert any("train-seg" in r.getMessage() and "complete, skipping" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        assert main(["make-pseudo", *common, "--split", "train", "--set", "walk.steps=8"]) == 0
+        assert main(["train-seg", *common, *seg, "--set", "walk.steps=8"]) == 0
+        assert not any("complete, skipping" in r.getMessage() for r in caplog.records)
+    assert torch.load(run_dir / "seg" / "model.pt", weights_only=True)["fingerprint"] != first
+
+    # new seeds (as a retrained classifier gives): train-aff trains anew
+    seeds = run_dir / "aff_labels" / "train" / "settings.json"
+    seeds.write_text(json.dumps({**json.loads(seeds.read_text()), "cams": {"model": "retrained"}}))
+    assert (run_dir / "aff" / "checkpoint.pt").exists()
+    with caplog.at_level(logging.INFO, logger="wsss"):
+        assert main(["train-aff", *common]) == 0
+    assert any("from a finished training of other settings; training anew" in r.getMessage() for r in caplog.records)
+    log = [json.loads(line) for line in (run_dir / "aff" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 13))  # one whole schedule, not the old one continued
 
 
 def test_tune_sweeps_psas_walk_and_refuses_a_pipeline_without_one(pseudo_run, tmp_path, capsys):

@@ -40,7 +40,7 @@ from ..config import OptimConfig
 from ..errors import WsssError
 from ..io import atomic_path, remove_stale_temps, write_error
 from ..run.layout import FINAL_MODEL, TRAINING_CHECKPOINT
-from .checkpoint import first_line, load_weights, read_wsss_file, save_checkpoint
+from .checkpoint import finished_model, first_line, load_weights, read_wsss_file, save_checkpoint
 
 log = logging.getLogger("wsss")
 
@@ -206,7 +206,13 @@ def resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, sc
     if not path.exists():
         return 0
     state = read_wsss_file(path, training=True)
-    if state.get("fingerprint") != job.fingerprint or state.get("kind", job.kind) != job.kind:
+    stale = state.get("fingerprint") != job.fingerprint or state.get("kind", job.kind) != job.kind
+    if stale and state.get("fingerprint") and finished_model(out_dir / FINAL_MODEL, state["fingerprint"]):
+        # the checkpoint of a finished training whose inputs or settings have changed since (new
+        # seeds, a retrained classifier): nothing to resume, the stage trains afresh
+        log.info("%s: from a finished training of other settings; training anew", path)
+        return 0
+    if stale:
         raise WsssError(f"{path}: checkpoint was made with other settings or another model; delete {out_dir} "
                         "or restore the config it was trained with")
     load_weights(model, state["model"], path, f"delete {out_dir}")

@@ -22,6 +22,7 @@ from ..models import build_model
 from ..models.build import deeplab_options
 from ..models.segmentation import SegNet, logits_at
 from ..run.context import RunContext
+from ..run.per_image import output_settings
 
 log = logging.getLogger("wsss")
 
@@ -47,9 +48,11 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
             raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run `wsss make-pseudo --split {split}` first")
         load_target = LabelMapFolder(folder, voc.ids)
     seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf")}
+    made_with = {} if labels == "gt" else {"pseudo_labels": {"folder": folder.name, **(output_settings(folder.parent) or {})}}
+    # the pseudo labels' own settings (their walk, seeds, CAMs): labels made anew retrain the model
     fingerprint = config_fingerprint({"seg": seg_settings,
                                       "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
-                                      "split": split, "seed": cfg.seed})
+                                      "split": split, "seed": cfg.seed, **made_with})
     final = ctx.layout.seg_model(labels)
     if skip_finished("train-seg", final, fingerprint):
         return final
