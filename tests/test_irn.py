@@ -518,8 +518,10 @@ def test_irn_pipeline_on_generated_data(irn_run, tiny_dataset, tmp_path):
     # network's near-constant boundaries (a plain diffusion) scores higher than the trained one.
     assert 0 < result["rw"]["miou"] <= 100
     settings = json.loads((run_dir / "pseudo" / "train" / "settings.json").read_text())
-    cam_threshold = json.loads((run_dir / "eval" / "cam_train.json").read_text())["best_threshold"]
-    assert settings["method"] == "irn" and settings["bg_threshold"] == pytest.approx(cam_threshold)
+    # t* from the train CAMs alone (cam.bg_threshold: auto): no mask chose it
+    record = json.loads((run_dir / "eval" / "cam_threshold_train.json").read_text())
+    assert record["method"] == "evidence" and record["masks"] == "none read"
+    assert settings["method"] == "irn" and settings["bg_threshold"] == pytest.approx(record["threshold"])
 
 
 def test_irn_tune_and_segmentation_on_its_labels(irn_run, capsys):

@@ -72,8 +72,10 @@ def test_wsss_run_writes_a_report_that_loads_in_chromium(pseudo_run, tmp_path, b
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in browser.requested_urls()), browser.requested_urls()
     assert state["sectionErrors"] == 0
-    # CAM, RW, RW+CRF on train; the segmentation network single- and multi-scale (here: + flip) on val
-    assert state["metricRows"] == 3 + 2, state["text"][:2000]
+    # CAM, RW, RW+CRF on train; the segmentation network single- and multi-scale (here: + flip) on
+    # val; the background threshold t* the CAMs gave without masks
+    assert state["metricRows"] == 3 + 2 + 1, state["text"][:2000]
+    assert "cam_threshold" in state["text"] and "evidence" in state["text"], state["text"][:3000]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"mIoU {summary['cam/train']['miou']:.2f}" in state["text"]
     plots = {p["id"]: p for p in state["plots"]}

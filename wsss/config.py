@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -162,6 +162,19 @@ class CamConfig(TrainStageConfig):
     # make-cam shrinks images with a longer side to it first (the CAMs are upsampled back to the
     # image's size): bounds memory; VOC, COCO and MSRC images are smaller. null = as they are.
     max_side: Optional[int] = Field(DEFAULT_CAM_MAX_SIDE, ge=16)
+    # The background threshold t* that every `auto` setting downstream derives its own from (seeds,
+    # the walk's background, the saliency cue's power), found without masks (wsss.cam.threshold):
+    # auto (= evidence: the largest threshold whose region keeps 90% of the classifier's score),
+    # otsu (Otsu's threshold of the train CAMs' max values), a number, or masks: eval-cam's best
+    # against the train masks, a named opt-in for ablations that needs masks of the train split.
+    bg_threshold: Union[Literal["auto", "evidence", "otsu", "masks"], float] = "auto"
+
+    @field_validator("bg_threshold")
+    @classmethod
+    def _threshold_in_range(cls, value):
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError("a fixed background threshold lies in (0, 1)")
+        return value
 
 
 class CrfConfig(Section):

@@ -21,6 +21,7 @@ from ..metrics import confusion_matrix, format_iou_table, mean_iou, segmentation
 from ..run.context import RunContext
 from .algorithm import cam_to_label
 from .make import cam_dir, load_cam
+from .threshold import mask_free_threshold
 
 log = logging.getLogger("wsss")
 
@@ -40,14 +41,21 @@ def sweep_confusions(voc, folder: Path, thresholds: list[float], progress: bool 
     return confusions
 
 
-def best_cam_threshold(ctx: RunContext, instead: str = "a fixed threshold") -> float:
-    """The background threshold at which the train CAMs scored best (eval-cam's result); the
-    ``auto`` settings of later stages derive theirs from it (``instead``: the setting to use
-    without it, for the error)."""
+def cam_background_threshold(ctx: RunContext, instead: str = "a fixed threshold") -> float:
+    """The CAMs' background threshold t* that the ``auto`` settings of later stages derive theirs
+    from, as ``cam.bg_threshold`` says: a number; mask-free from the train CAMs (auto, evidence,
+    otsu: :mod:`wsss.cam.threshold`); or, with the named opt-in ``masks``, the threshold at which the
+    train CAMs scored best against the train masks (eval-cam's result; ``instead``: the setting
+    to use without it, for the error)."""
+    source = ctx.config.cam.bg_threshold
+    if isinstance(source, float):
+        return source
+    if source != "masks":
+        return mask_free_threshold(ctx, "evidence" if source == "auto" else source)
     path = ctx.layout.eval_file("cam", ctx.config.data.train_split)
     if not path.exists():
-        raise WsssError(f"{path}: not found; an 'auto' setting needs `wsss eval-cam` on the train split first "
-                        f"(or set {instead})")
+        raise WsssError(f"{path}: not found; cam.bg_threshold: masks needs `wsss eval-cam` on the train split (with "
+                        f"masks) first (or set cam.bg_threshold: auto, or {instead})")
     return float(read_json(path)["best_threshold"])
 
 

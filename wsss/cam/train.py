@@ -33,7 +33,7 @@ def cam_fingerprint(ctx: RunContext, class_names: list[str]) -> str:
     cfg = ctx.config
     return config_fingerprint({
         "cam": cfg.cam.model_dump(mode="json", exclude={"scales", "flip", "eval_splits", "thresholds", "workers",
-                                                          "max_side"}),
+                                                          "max_side", "bg_threshold"}),
         "backbone": cfg.backbone.model_dump(mode="json"),
         "classes": class_names, "split": cfg.data.train_split, "seed": cfg.seed,
     })

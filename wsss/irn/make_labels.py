@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..cam.evaluate import best_cam_threshold
+from ..cam.evaluate import cam_background_threshold
 from ..cam.seeds import auto_seed_thresholds
 from ..psa.make_aff_labels import write_seed_labels
 from ..run.context import RunContext
@@ -30,7 +30,7 @@ def seed_thresholds(ctx: RunContext) -> tuple[float, float]:
     irn = ctx.config.irn
     if irn.seeds == "thresholds":
         return irn.seed_fg_threshold, irn.seed_bg_threshold
-    return auto_seed_thresholds(best_cam_threshold(ctx, "irn.seeds=thresholds"), irn.fg_margin, irn.bg_factor)
+    return auto_seed_thresholds(cam_background_threshold(ctx, "irn.seeds=thresholds"), irn.fg_margin, irn.bg_factor)
 
 
 def run(ctx: RunContext, split: Optional[str] = None) -> Path:

@@ -23,7 +23,7 @@ import torch
 
 from ..affinity import walk_on_grid
 from ..amp import autocast, autocast_dtype
-from ..cam.evaluate import best_cam_threshold
+from ..cam.evaluate import cam_background_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, mixed_background, scores_with_background
 from ..engine import model_fingerprint
@@ -44,7 +44,7 @@ def walk_background(ctx: RunContext) -> float:
     irn = ctx.config.irn
     if irn.walk_bg_threshold is not None:
         return irn.walk_bg_threshold
-    return min(0.95, best_cam_threshold(ctx, "irn.walk_bg_threshold") * irn.walk_bg_factor)
+    return min(0.95, cam_background_threshold(ctx, "irn.walk_bg_threshold") * irn.walk_bg_factor)
 
 
 def irn_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:

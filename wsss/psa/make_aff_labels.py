@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..cam.evaluate import best_cam_threshold
+from ..cam.evaluate import cam_background_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, auto_seed_thresholds, saliency_guided_seeds, seed_labels
 from ..crf import crf_refiner
@@ -29,7 +29,7 @@ def seed_alphas(ctx: RunContext) -> tuple[float, float]:
     aff = ctx.config.aff
     if aff.seeds == "alpha":
         return tuple(aff.seed_alphas)
-    fg, bg = auto_seed_thresholds(best_cam_threshold(ctx, "aff.seeds=alpha"), aff.fg_margin, aff.bg_factor)
+    fg, bg = auto_seed_thresholds(cam_background_threshold(ctx, "aff.seeds=alpha"), aff.fg_margin, aff.bg_factor)
     return alpha_for_threshold(fg), alpha_for_threshold(bg)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..affinity import random_walk, walk_on_grid
 from ..amp import autocast, autocast_dtype
-from ..cam.evaluate import best_cam_threshold
+from ..cam.evaluate import cam_background_threshold
 from ..cam.make import cam_dir, cam_settings, load_cam_with_image
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..config import CrfConfig
@@ -47,7 +47,7 @@ def walk_alpha(ctx: RunContext) -> float:
     walk = ctx.config.walk
     if walk.alpha is not None:
         return walk.alpha
-    return alpha_for_threshold(min(0.95, best_cam_threshold(ctx, "walk.alpha") * walk.bg_factor))
+    return alpha_for_threshold(min(0.95, cam_background_threshold(ctx, "walk.alpha") * walk.bg_factor))
 
 
 def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:

@@ -8,6 +8,7 @@ command after an interruption continues where it stopped.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from ..cam import evaluate as eval_cam
@@ -21,8 +22,19 @@ from ..segmentation import train as train_seg
 from ..ssnet import make_saliency
 from . import eval_pseudo, make_aff_labels, make_pseudo, train_aff
 
+log = logging.getLogger("wsss")
+
 Stage = tuple[str, Callable]
 """(the stage's command name, its step's ``run``)."""
+
+
+def scored(ctx: RunContext, split: str, stage: str) -> bool:
+    """Whether ``split`` has masks for a stage that only scores; one line when it is skipped (a
+    tags-only dataset runs every other stage)."""
+    if ctx.dataset(split).has_masks:
+        return True
+    log.info("%s/%s: no masks in split %r, nothing to score against; skipped", stage, split, split)
+    return False
 
 
 def run_walk_pipeline(ctx: RunContext, seeds: Stage, network: Stage, walk: Stage, eval_splits: list[str]) -> dict:
@@ -37,7 +49,8 @@ def run_walk_pipeline(ctx: RunContext, seeds: Stage, network: Stage, walk: Stage
     timed("train-cam", train_cam.run, ctx)
     for split in cfg.cam.eval_splits:
         timed(f"make-cam/{split}", make_cam.run, ctx, split)
-        timed(f"eval-cam/{split}", eval_cam.run, ctx, split)
+        if scored(ctx, split, "eval-cam"):
+            timed(f"eval-cam/{split}", eval_cam.run, ctx, split)
     train_split = cfg.data.train_split
     if train_split not in cfg.cam.eval_splits:
         timed(f"make-cam/{train_split}", make_cam.run, ctx, train_split)
@@ -51,13 +64,13 @@ def run_walk_pipeline(ctx: RunContext, seeds: Stage, network: Stage, walk: Stage
         if with_saliency and split != train_split:
             timed(f"make-saliency/{split}", make_saliency.run, ctx, split)
         timed(f"{walk[0]}/{split}", walk[1], ctx, split)
-        if ctx.dataset(split).has_masks:
+        if scored(ctx, split, "eval-pseudo"):
             timed(f"eval-pseudo/{split}", eval_pseudo.run, ctx, split)
     if train_split not in eval_splits:
         timed(f"{walk[0]}/{train_split}", walk[1], ctx, train_split)
     timed("train-seg", train_seg.run, ctx)
     val = cfg.data.val_split
-    if val and ctx.dataset(val).has_masks:
+    if val and scored(ctx, val, "eval-seg"):
         timed(f"eval-seg/{val}", eval_seg.run, ctx, val)
     summary = ctx.summary()
     finish(ctx, summary, ctx.layout.seg_model(cfg.seg.labels))

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..cam.algorithm import cam_to_label
-from ..cam.evaluate import best_cam_threshold
+from ..cam.evaluate import cam_background_threshold
 from ..cam.make import cam_dir, load_cam
 from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..distributed import on_main_process
@@ -82,7 +82,7 @@ def saliency_grid(ctx: RunContext, weights: Optional[Sequence[float]],
         return weights, list(powers) if powers is not None else [1.0]
     power = ctx.config.saliency.walk_power
     if power is None:
-        power = saliency_power(best_saliency_threshold(ctx), best_cam_threshold(ctx, "saliency.walk_power"))
+        power = saliency_power(best_saliency_threshold(ctx), cam_background_threshold(ctx, "saliency.walk_power"))
     return weights, [round(power, 4)]
 
 
@@ -113,7 +113,7 @@ def sweep(ctx: RunContext, walker: Walker, split: Optional[str] = None, root: Op
         image = voc.load_image(index)
         saliency = load_saliency(saliency_folder, voc.ids[index], image.shape[:2]) if with_saliency else None
         cached.append((walker.prepare(image), cams, keys, voc.load_mask(index, image.shape[:2]), saliency))
-    cam_threshold = best_cam_threshold(ctx)
+    cam_threshold = cam_background_threshold(ctx)
     cam_conf = sum(confusion_matrix(cam_to_label(c, k, cam_threshold), m, voc.num_classes)
                    for _, c, k, m, _ in cached)
     cam_miou = round(100 * mean_iou(cam_conf), 2)

@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cam.evaluate import best_cam_threshold
+from ..cam.evaluate import cam_background_threshold
 from ..cam.seeds import auto_seed_thresholds
 from ..distributed import on_main_process
 from ..errors import WsssError
@@ -241,5 +241,5 @@ def saliency_cue(ctx: RunContext) -> Optional[SaliencyCue]:
     fg_min, bg_max = auto_seed_thresholds(threshold, cfg.fg_margin, cfg.bg_factor)
     power = cfg.walk_power
     if power is None and cfg.walk_weight > 0:
-        power = saliency_power(threshold, best_cam_threshold(ctx, "saliency.walk_power"))
+        power = saliency_power(threshold, cam_background_threshold(ctx, "saliency.walk_power"))
     return SaliencyCue(cfg.seeds, fg_min, bg_max, cfg.walk_weight, power or 1.0)
