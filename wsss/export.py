@@ -92,21 +92,23 @@ def metadata(loaded: LoadedModel) -> dict[str, str]:
     }
 
 
-def _example(loaded: LoadedModel) -> torch.Tensor:
-    return torch.rand(1, 3, 97, 130) * 255  # odd and even sides: neither is special in the trace
+def _traced(loaded: LoadedModel) -> tuple[_Network, torch.Tensor]:
+    """The network to trace (float32, CPU, eval) and an example input: odd and even sides, so
+    neither is special in the trace; its own generator leaves the caller's random state alone."""
+    example = torch.rand(1, 3, 97, 130, generator=torch.Generator().manual_seed(0)) * 255
+    return _Network(loaded.model.float().cpu().eval(), loaded.kind == "ssnet"), example
 
 
 def onnx_bytes(loaded: LoadedModel) -> bytes:
     """The model's network as an ONNX graph with dynamic height and width (float32, on CPU)."""
-    saliency = loaded.kind == "ssnet"
-    network = _Network(loaded.model.float().cpu().eval(), saliency)
-    names = output_names(saliency)
+    network, example = _traced(loaded)
+    names = output_names(network.has_saliency)
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "out_height", 3: "out_width"},
             "scores": {0: "batch"}}
     axes = {name: axis for name, axis in axes.items() if name in ["image", *names]}
     buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(network, (_example(loaded),), buffer, dynamo=False, input_names=["image"],
+        torch.onnx.export(network, (example,), buffer, dynamo=False, input_names=["image"],
                           output_names=names, dynamic_axes=axes, opset_version=ONNX_OPSET)
     return buffer.getvalue()
 
@@ -127,9 +129,9 @@ def export(checkpoint: Path, fmt: str, out: Path) -> Path:
         with atomic_path(out) as tmp:
             onnx.save(graph, str(tmp))
     else:
-        network = _Network(loaded.model.float().cpu().eval(), loaded.kind == "ssnet")
+        network, example = _traced(loaded)
         with torch.no_grad():
-            traced = torch.jit.trace(network, (_example(loaded),))
+            traced = torch.jit.trace(network, (example,))
         with atomic_path(out) as tmp:
             torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
     log.info("export: %s -> %s (%s, %d classes, any input size)", checkpoint, out, fmt, len(loaded.class_names))

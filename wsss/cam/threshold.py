@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..config import ThresholdSweep
 from ..errors import WsssError
 from ..io import read_json, save_json
 
@@ -35,9 +36,8 @@ log = logging.getLogger("wsss")
 MASK_FREE_METHODS = ("evidence", "otsu")
 
 RETAIN = 0.9
-"""evidence: the share of the classifier's score on the whole image that the region above t* keeps."""
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
-"""The thresholds the evidence estimate tries (eval-cam's sweep)."""
+"""evidence: the share of the score of the region above the lowest threshold that the region
+above t* keeps."""
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 100) -> float:
@@ -66,29 +66,32 @@ def kept_scores(net, image: torch.Tensor, peak: torch.Tensor, classes: torch.Ten
     return torch.sigmoid(net(shown))[:, classes].mean(dim=1).numpy()
 
 
-def evidence_threshold(net, voc, folder: Path, chosen: list[int]) -> tuple[float, dict]:
-    """The largest threshold whose region above it keeps RETAIN of the score that the region
-    above the lowest threshold gets (all that the CAMs touch, shown the same way), in the mean
-    over ``chosen`` images: the classifier's own evidence, above t* lies what it needs to see."""
+def evidence_threshold(net, voc, folder: Path, chosen: list[int], thresholds: list[float]) -> tuple[float, dict]:
+    """The largest of ``thresholds`` (ascending) whose region above it keeps RETAIN of the score
+    that the region above the lowest one gets (all that the CAMs touch, shown the same way), in
+    the mean over ``chosen`` images: the classifier's own evidence, above t* lies what it needs
+    to see."""
     from .make import load_cam
 
-    kept = np.zeros(len(THRESHOLD_GRID))
+    kept = np.zeros(len(thresholds))
     for index in chosen:
         cams, keys = load_cam(folder / f"{voc.ids[index]}.npz")
         image = torch.from_numpy(voc.load_image(index)).permute(2, 0, 1).float()
         classes = torch.as_tensor(np.asarray(keys), dtype=torch.long)
-        kept += kept_scores(net, image, torch.from_numpy(cams.max(axis=0)), classes, THRESHOLD_GRID)
+        kept += kept_scores(net, image, torch.from_numpy(cams.max(axis=0)), classes, thresholds)
     kept /= len(chosen)
-    keeping = [float(t) for t, score in zip(THRESHOLD_GRID, kept) if score >= RETAIN * kept[0]]
+    keeping = [float(t) for t, score in zip(thresholds, kept) if score >= RETAIN * kept[0]]
     threshold = max(keeping)  # the lowest threshold keeps its own score: never empty
     return threshold, {"images": len(chosen), "retain": RETAIN,
-                       "kept_score": {f"{t:.2f}": float(s) for t, s in zip(THRESHOLD_GRID, kept)}}
+                       "kept_score": {f"{t:.2f}": float(s) for t, s in zip(thresholds, kept)}}
 
 
-def estimate(method: str, voc, folder: Path, classifier: Optional[Path] = None, limit: int = 64) -> tuple[float, dict]:
+def estimate(method: str, voc, folder: Path, classifier: Optional[Path] = None,
+             thresholds: Optional[list[float]] = None, limit: int = 64) -> tuple[float, dict]:
     """t* of ``method`` from the CAMs in ``folder`` of the split ``voc`` (tagged images only; the
     first ``limit`` of them spread over the split for evidence, which needs the CAM ``classifier``
-    and the images); returns (t*, what was measured)."""
+    and the images, and tries ``thresholds``: eval-cam's sweep, ``cam.thresholds``, by default);
+    returns (t*, what was measured)."""
     from .make import load_cam
 
     tagged = [i for i in range(len(voc)) if voc.labels[i].any()]
@@ -99,7 +102,7 @@ def estimate(method: str, voc, folder: Path, classifier: Optional[Path] = None, 
 
         net = load_model(classifier, "cpu", "cam").model
         chosen = [tagged[int(k)] for k in np.linspace(0, len(tagged) - 1, min(limit, len(tagged)))]
-        return evidence_threshold(net, voc, folder, chosen)
+        return evidence_threshold(net, voc, folder, chosen, thresholds or ThresholdSweep().values())
     if method == "otsu":
         pooled = []
         for index in tagged:
@@ -123,12 +126,15 @@ def mask_free_threshold(ctx, method: str) -> float:
         raise WsssError(f"{folder}: no CAMs of split {split!r}; the background threshold comes from them "
                         "(run `wsss make-cam` first)")
     path = ctx.layout.eval_file("cam_threshold", split)
+    sweep = ctx.config.cam.thresholds.values()
     cached = read_json(path, {})
-    if isinstance(cached, dict) and cached.get("cams") == settings and cached.get("method") == method:
+    if isinstance(cached, dict) and cached.get("cams") == settings and cached.get("method") == method \
+            and cached.get("thresholds", sweep) == sweep:
         return float(cached["threshold"])
     voc = ctx.dataset(split)
-    threshold, measured = estimate(method, voc, folder, ctx.layout.cam_model)
-    save_json(path, {"method": method, "threshold": threshold, "masks": "none read", "cams": settings, **measured})
+    threshold, measured = estimate(method, voc, folder, ctx.layout.cam_model, sweep)
+    save_json(path, {"method": method, "threshold": threshold, "masks": "none read", "cams": settings,
+                     "thresholds": sweep, **measured})
     log.info("background threshold t* = %.2f from the %s CAMs alone (%s; no mask read)", threshold, split, method)
     ctx.update_summary(f"cam_threshold/{split}", {"threshold": threshold, "method": method})
     return threshold

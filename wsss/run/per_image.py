@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from .. import distributed
 from ..data.voc import VocDataset
 from ..errors import WsssError
-from ..io import TEMP_MARK, remove_stale_temps, save_json
+from ..io import TEMP_MARK, read_json, remove_stale_temps, save_json
 from ..names import inside
 from ..parallel import map_images, resolve_workers
 from .context import RunContext
@@ -54,8 +54,10 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
     ``job(*job_args)`` on them in ``workers`` processes (``map_images``), logs the throughput
     and waits for the other ranks.
     """
-    for image_id in voc.ids:  # ids are plain names (VocDataset): this holds unless a link leads out
-        inside(finished(image_id), out)
+    # ids are plain names (VocDataset) and writers refuse to replace links, so an output can only
+    # leave ``out`` through a linked folder: each folder the outputs go to is checked once
+    for folder in {finished(image_id).parent for image_id in voc.ids}:
+        inside(folder, out)
     claim_output_dir(out, settings)
     todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not finished(image_id).exists()])
     if not todo and distributed.world_size() == 1:
@@ -84,8 +86,9 @@ def _own_files(folder: Path) -> list[Path]:
     return [p for pattern in OUTPUT_PATTERNS for p in folder.rglob(pattern) if p.is_file() and not p.is_symlink()]
 
 
-def _foreign_files(folder: Path) -> list[Path]:
-    own = set(_own_files(folder))
+def _foreign_files(folder: Path, own: list[Path]) -> list[Path]:
+    """The files under ``folder`` that are neither ``own`` nor wsss's temporaries."""
+    own = set(own)
     return [p for p in folder.rglob("*") if not p.is_dir() and p not in own and TEMP_MARK not in p.name]
 
 
@@ -93,11 +96,9 @@ def read_settings(record: Path) -> Optional[dict]:
     """A folder's recorded settings; None when absent or unreadable (a damaged record counts as
     other settings: its outputs are made again)."""
     try:
-        value = json.loads(record.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("%s: unreadable (%s); its folder's outputs will be made again", record, exc)
+        value = read_json(record)
+    except (WsssError, OSError) as exc:
+        log.warning("%s; its folder's outputs will be made again", exc)
         return None
     return value if isinstance(value, dict) else None
 
@@ -112,16 +113,17 @@ def _claim(folder: Path, settings: dict) -> None:
             remove_stale_temps(folder)
             (folder / OUTPUT_MARKER).touch()
             return
-        # wsss's folder: its marker, or (made before the marker existed) its record and nothing but its files
-        ours = (folder / OUTPUT_MARKER).is_file() or (record.is_file() and not _foreign_files(folder))
-        if not ours and _foreign_files(folder):
-            example = _foreign_files(folder)[0]
-            raise WsssError(f"{folder}: holds files wsss did not write (e.g. {example.name}); wsss writes its outputs "
-                            "only into an empty folder or one it made: choose another output folder")
-        stale = [p for p in _own_files(folder) if p.name not in (SETTINGS_FILE, OUTPUT_MARKER)]
+        own = _own_files(folder)
+        foreign = _foreign_files(folder, own)
+        # other files are refused unless the folder carries wsss's marker (a folder made before
+        # the marker existed holds nothing but wsss's files, so it passes too)
+        if foreign and not (folder / OUTPUT_MARKER).is_file():
+            raise WsssError(f"{folder}: holds files wsss did not write (e.g. {foreign[0].name}); wsss writes its "
+                            "outputs only into an empty folder or one it made: choose another output folder")
+        stale = [p for p in own if p.name not in (SETTINGS_FILE, OUTPUT_MARKER)]
         if stale:
             log.warning("%s: %d outputs were made with other settings; discarding them", folder, len(stale))
-        for path in _own_files(folder):
+        for path in own:
             path.unlink()
         remove_stale_temps(folder)
         for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
