@@ -1,10 +1,15 @@
-"""The mask-free background thresholds of a run's train CAMs beside the one tuned on masks.
+"""The mask-free thresholds of a run's train CAMs (t*) and saliency maps (s*) beside the ones
+tuned on masks.
 
-    python benchmarks/compare_thresholds.py RUN_DIR --data-root DATASET [--split train]
+    python benchmarks/compare_thresholds.py RUN_DIR --data-root DATASET [--split train] [--saliency]
 
 Prints, for each estimate of ``wsss.cam.threshold`` and for eval-cam's best threshold on the
 masks, the threshold and the CAM mIoU at it (read from eval-cam's sweep, so eval-cam must have
-run on the split; the masks score here and choose nothing).
+run on the split; the masks score here and choose nothing). With ``--saliency``, the same for
+the saliency cue's s* (``wsss.ssnet.make_saliency``): each estimate, 0.5 (the decision value of
+a map trained with a per-pixel cross-entropy), and make-saliency's best against the masks, each
+with the maps' objects-vs-background mIoU at it (from make-saliency's sweep); the CAM-agreement
+estimate at both t* (mask-free and mask-tuned).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from wsss.cam.threshold import MASK_FREE_METHODS, estimate
 from wsss.data.voc import VocDataset
+from wsss.ssnet import make_saliency
 
 
 def main() -> int:
@@ -24,6 +30,7 @@ def main() -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--split", default="train")
+    parser.add_argument("--saliency", action="store_true", help="also the saliency cue's s* (needs make-saliency's maps)")
     args = parser.parse_args()
     sweep_file = json.loads((args.run_dir / "eval" / f"cam_{args.split}.json").read_text())
     sweep = {round(float(row["threshold"]), 2): row["miou"] for row in sweep_file["sweep"]}
@@ -41,7 +48,29 @@ def main() -> int:
         start = time.perf_counter()
         threshold, _ = estimate(method, voc, args.run_dir / "cams" / args.split, args.run_dir / "cam" / "model.pt")
         print(f"| {method} (no mask) | {threshold:.2f} | {miou_at(threshold)} | {time.perf_counter() - start:.1f} |")
+    if args.saliency:
+        cam_threshold, _ = estimate("evidence", voc, args.run_dir / "cams" / args.split, args.run_dir / "cam" / "model.pt")
+        compare_saliency(args.run_dir, voc, args.split, {"evidence": cam_threshold, "masks": sweep_file["best_threshold"]})
     return 0
+
+
+def compare_saliency(run_dir: Path, voc: VocDataset, split: str, cam_thresholds: dict) -> None:
+    scored = json.loads((run_dir / "eval" / f"saliency_maps_{split}.json").read_text())
+    sweep = {round(float(row["threshold"]), 2): (row["background_iou"] + row["object_iou"]) / 2 for row in scored["sweep"]}
+    maps = run_dir / "saliency" / split
+    print("\n| saliency threshold from | s* | maps' mIoU at s* (objects vs background) | time (s) |")
+    print("|---|---:|---:|---:|")
+    print(f"| masks (make-saliency's best; opt-in) | {scored['best_threshold']:.2f} | {scored['miou']:.2f} | - |")
+    print(f"| 0.5 (a constant) | 0.50 | {sweep[0.5]:.2f} | - |")
+    for name, cam_threshold in cam_thresholds.items():
+        start = time.perf_counter()
+        threshold, _ = make_saliency.estimate_saliency_threshold("cams", voc, maps, run_dir / "cams" / split, cam_threshold)
+        print(f"| cams, at t* {cam_threshold:.2f} ({name}) | {threshold:.2f} | {sweep[round(threshold, 2)]:.2f} | "
+              f"{time.perf_counter() - start:.1f} |")
+    start = time.perf_counter()
+    threshold, _ = make_saliency.estimate_saliency_threshold("otsu", voc, maps)
+    nearest = min(sweep, key=lambda t: abs(t - threshold))
+    print(f"| otsu | {threshold:.2f} | {sweep[nearest]:.2f} (at {nearest:.2f}) | {time.perf_counter() - start:.1f} |")
 
 
 if __name__ == "__main__":

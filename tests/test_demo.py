@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from wsss.cli import main
+from wsss.config import load_config
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -48,7 +49,10 @@ def test_demo_schedule_trains_a_model_near_its_pseudo_labels(pseudo_run, tmp_pat
     model = run_dir / "seg" / "model.pt"
     assert f"open {run_dir / 'report.html'}" in out and (run_dir / "report.html").exists()
     assert f"wsss predict --checkpoint {model} --input YOUR_PHOTOS/" in out
-    assert "copy configs/msrc.yaml" in out and (DEMO_CONFIG.parent / "msrc.yaml").exists()
+    assert "wsss import --images YOUR_PHOTOS/ --tags tags.csv --out data/mine" in out
+    assert "wsss run --config configs/msrc.yaml --set data.root=data/mine" in out
+    shipped = load_config(DEMO_CONFIG.parent / "msrc.yaml")  # ... a config whose every choice reads no mask
+    assert (shipped.cam.bg_threshold, shipped.saliency.threshold, shipped.walk.alpha) == ("auto", "auto", None)
     # ... and the predict line works as printed
     photos = tmp_path / "photos"
     photos.mkdir()

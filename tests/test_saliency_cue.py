@@ -157,6 +157,9 @@ def test_psa_pipeline_with_ssnet_saliency_runs_end_to_end(cam_run, ssnet_run, tm
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["saliency_maps/train"]["threshold"] < 1
     assert summary["saliency_maps/train"]["miou"] > 0
+    chosen = json.loads((run_dir / "eval" / "saliency_threshold_train.json").read_text())
+    assert chosen["method"] == "otsu" and chosen["masks"] == "none read"  # s* from the maps alone, by default
+    assert summary["saliency_threshold/train"]["threshold"] == chosen["threshold"]
     assert {"make-saliency/train", "make-aff-labels", "train-aff", "make-pseudo/train", "train-seg"} <= set(summary["timings_s"])
     voc = VocDataset(tiny_dataset, "train")
     for index in (0, len(voc) - 1):

@@ -229,6 +229,25 @@ def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
 
 
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=Path, required=True, help="the folder of your photos (read, never written)")
+    p.add_argument("--tags", type=Path, required=True,
+                   help="CSV or TSV, one row per photo: file name, then its tags (separated by ; , or spaces; "
+                        "empty = no object)")
+    p.add_argument("--out", type=Path, required=True, help="the dataset folder to write (new, empty, or imported before)")
+    p.add_argument("--val-fraction", type=_number(float, lambda v: 0 <= v < 1, "a number in [0, 1)"), default=0.2,
+                   help="share of the photos held out as the val split, drawn with --seed (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val draw (default 0)")
+    p.add_argument("--link", action="store_true", help="symbolic links to the photos instead of copies")
+
+
+def _import(tags, _, args) -> str:
+    record = tags.import_tagged_images(args.images, args.tags, args.out, args.val_fraction, args.seed, args.link)
+    return (f"dataset written to {args.out} ({record['num_train']} train, {record['num_val']} val, "
+            f"{len(record['classes'])} classes); next:\n"
+            f"  wsss run --config configs/msrc.yaml --set data.root={args.out} --run-dir runs/{args.out.name}")
+
+
 # ---------------------------------------------------------------------------------- the commands
 
 
@@ -268,7 +287,10 @@ def _train_split_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(_, ctx, args):
+    from .run.precheck import check_run
+
     pipeline = importlib.import_module(PIPELINES[ctx.config.pipeline])
+    check_run(ctx)  # every problem of the config and the dataset at once, before any stage starts
     pipeline.run(ctx)
 
 
@@ -398,6 +420,9 @@ COMMANDS: tuple[Command, ...] = (
             (_report_args,), uses_run=False),
     Command("make-demo-data", "write the generated demo dataset (VOC layout)", "wsss.data.demo", _demo_data,
             (_demo_data_args,), uses_run=False),
+    Command("import", "make a dataset from a folder of photos and a tags file (CSV/TSV `image,tags`): class "
+                      "list, labels and seeded train/val splits", "wsss.data.tags", _import, (_import_args,),
+            uses_run=False),
 )
 
 COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}

@@ -94,9 +94,10 @@ class DataConfig(Section):
     root: Path = Path("data/demo")
     train_split: FileName = "train"
     val_split: Optional[FileName] = "val"
-    # Where image-level labels come from: image_labels.json, cls_labels.npy (AffinityNet repo),
-    # derived from the masks, or "auto" (the first of json, npy that exists).
-    labels: Literal["auto", "json", "npy", "masks"] = "auto"
+    # Where image-level labels come from: image_labels.json, cls_labels.npy (AffinityNet repo), a
+    # tags file (tags.csv / tags.tsv: `image,tags` rows, wsss.data.tags), derived from the masks,
+    # or "auto" (the first of json, npy, tags that exists, then masks).
+    labels: Literal["auto", "json", "npy", "tags", "masks"] = "auto"
     # When set, the demo generator writes the dataset to ``root`` if it is not there yet.
     demo: Optional[DemoDataConfig] = None
 
@@ -430,10 +431,11 @@ class SaliencyCueConfig(Section):
     * ``walk_weight`` w: the walk's background score b = (1 - w) (1 - max CAM)^alpha + w (1 - S)^gamma
       (IRN with its constant background: (1 - w) c + w (1 - S)^gamma).
 
-    Thresholds from data as ``aff.seeds: auto``: s* is the saliency threshold whose class-agnostic
-    foreground IoU on the train split's masks is best (make-saliency scores it), s_fg = s* +
-    fg_margin (1 - s*), s_bg = s* bg_factor; gamma solves (1 - s*)^gamma = t*, the CAMs' best
-    threshold, so that at S = s* the background score is the CAMs' own decision value."""
+    Thresholds from data as ``aff.seeds: auto``, no mask read: s* is Otsu's threshold of the train
+    split's maps (``threshold``),
+    s_fg = s* + fg_margin (1 - s*), s_bg = s* bg_factor; gamma solves (1 - s*)^gamma = t*, the
+    CAMs' background threshold, so that at S = s* the background score is the CAMs' own decision
+    value."""
 
     checkpoint: Optional[Path] = None  # an SSNet model.pt (train-ssnet); relative to the working directory
     scales: Scales = Field(default_factory=lambda: [1.0])
@@ -443,11 +445,28 @@ class SaliencyCueConfig(Section):
     long_side: Optional[int] = Field(320, ge=16)  # the network sees images shrunk to it (its training scale)
     workers: Workers = 1
     seeds: bool = False
-    threshold: Optional[float] = Field(None, gt=0, lt=1)  # s*; null = from the train split's masks
+    # s*: auto (= otsu: Otsu's threshold of the train maps), cams (the threshold whose salient
+    # region agrees best with the CAMs' foreground at t*), a number, or masks: make-saliency's best
+    # against the train masks, a named opt-in for ablations (wsss.ssnet.make_saliency)
+    threshold: Union[Literal["auto", "otsu", "cams", "masks"], float] = "auto"
     fg_margin: float = Field(0.0, ge=0, lt=1)
     bg_factor: float = Field(0.5, gt=0, le=1)
     walk_weight: float = Field(0.0, ge=0, le=1)
     walk_power: Optional[float] = Field(None, gt=0)  # gamma; null = from s* and t* (above)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_source(cls, value):
+        # null meant "from the train masks" in run directories made before the mask-free default;
+        # such a record now reads as the default, which needs no mask
+        return "auto" if value is None else value
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, value):
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError("a fixed saliency threshold lies in (0, 1)")
+        return value
 
     @property
     def used(self) -> bool:

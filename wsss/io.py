@@ -268,10 +268,15 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WsssError(f"{path}: damaged file ({exc}); delete it and re-run the stage") from None
 
 
+def save_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def save_json(path: str | os.PathLike, obj) -> None:
     """Write JSON (indented, sorted keys kept as given), atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    save_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def read_json(path: str | os.PathLike, default=None):

@@ -5,8 +5,9 @@ Layout (``root`` is e.g. ``VOCdevkit/VOC2012``)::
     JPEGImages/<id>.jpg
     SegmentationClassAug/<id>.png or SegmentationClass/<id>.png   (optional per split)
     ImageSets/Segmentation/<split>.txt
-    class_names.txt            (optional; default: background + the 20 VOC classes)
-    image_labels.json          ({id: [class names]}), or cls_labels.npy (AffinityNet repo)
+    class_names.txt            (optional; default: background + the tags used, or VOC's 21)
+    image_labels.json          ({id: [class names]}), tags.csv / tags.tsv (``image,tags`` rows,
+                               wsss.data.tags) or cls_labels.npy (AffinityNet repo)
 
 Image-level labels are multi-hot vectors over the foreground classes (background excluded),
 so label index ``k`` is class ``k + 1`` of ``class_names``.
@@ -24,6 +25,7 @@ import numpy as np
 from ..errors import WsssError
 from ..io import IGNORE_INDEX, load_mask, load_rgb
 from ..names import check_name
+from .tags import find_tags_file, label_table_names, tags_by_id
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -49,10 +51,17 @@ def read_text_file(path: Path, what: str) -> str:
 
 
 def read_class_names(root: Path) -> list[str]:
-    """Class names from ``class_names.txt`` (index = label, background first), else VOC's 21."""
+    """Class names from ``class_names.txt`` (index = label, background first); without it, from
+    the tags the label file uses (background, then the tags in alphabetical order), or VOC's 21
+    when every tag is a VOC class or the labels are vectors (``cls_labels.npy``) or masks."""
     path = root / "class_names.txt"
     if not path.exists():
-        return list(VOC_CLASSES)
+        used = label_table_names(root)
+        if used is None or set(used) <= set(VOC_CLASSES[1:]):
+            return list(VOC_CLASSES)
+        if len(used) + 1 > MAX_CLASSES:
+            raise WsssError(f"{root}: the labels use {len(used)} tags; at most {MAX_CLASSES - 1} classes fit 8-bit masks")
+        return ["background", *used]
     names = [line.strip() for line in read_text_file(path, "the class list").splitlines() if line.strip()]
     if len(names) < 2:
         raise WsssError(f"{path}: needs background plus at least one class, one name per line")
@@ -107,6 +116,11 @@ def _labels_from_json(path: Path, ids: list[str], class_names: list[str]) -> np.
         raise WsssError(f"{path}: nested too deeply; expected {{id: [class names]}}") from None
     if not isinstance(table, dict):
         raise WsssError(f"{path}: expected a mapping of image id to a list of class names")
+    return _labels_from_table(path, table, ids, class_names)
+
+
+def _labels_from_table(path: Path, table: dict, ids: list[str], class_names: list[str]) -> np.ndarray:
+    """(len(ids), num_fg) multi-hot labels from {id: [class names]} read from ``path``."""
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.zeros((len(ids), len(class_names) - 1), dtype=np.float32)
     for row, image_id in enumerate(ids):
@@ -277,7 +291,7 @@ class VocDataset:
         self.mask_dir = find_mask_dir(self.root)
         self.has_masks = self.mask_dir is not None and all((self.mask_dir / f"{i}.png").exists() for i in self.ids)
         if require_masks and not self.has_masks:
-            missing = self._first_missing_mask()
+            missing = self.first_missing_mask()
             raise WsssError(f"{missing}: mask not found; split {split!r} needs masks for this stage")
         self.labels = self._read_labels(labels)
 
@@ -289,7 +303,7 @@ class VocDataset:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _first_missing_mask(self) -> Path:
+    def first_missing_mask(self) -> Path:
         base = self.mask_dir or (self.root / "SegmentationClass")
         for image_id in self.ids:
             if not (base / f"{image_id}.png").exists():
@@ -298,13 +312,20 @@ class VocDataset:
 
     def _read_labels(self, source: str) -> np.ndarray:
         json_path, npy_path = self.root / "image_labels.json", self.root / "cls_labels.npy"
+        tags_path = find_tags_file(self.root)
         if source == "auto":
-            source = "json" if json_path.exists() else "npy" if npy_path.exists() else "masks" if self.has_masks else ""
+            source = "json" if json_path.exists() else "npy" if npy_path.exists() else "tags" if tags_path else \
+                "masks" if self.has_masks else ""
             if not source:
                 raise WsssError(
-                    f"{self.root}: no image-level labels found; add image_labels.json ({{id: [class names]}}) "
-                    "or cls_labels.npy"
+                    f"{self.root}: no image-level labels found; add image_labels.json ({{id: [class names]}}), "
+                    "tags.csv (`image,tags` rows) or cls_labels.npy"
                 )
+        if source == "tags":
+            if tags_path is None:
+                raise WsssError(f"{self.root / 'tags.csv'}: not found; write `image,tags` rows or choose data.labels")
+            table = tags_by_id(tags_path)
+            return _labels_from_table(tags_path, table, self.ids, self.class_names)
         if source == "json":
             if not json_path.exists():
                 raise WsssError(f"{json_path}: not found; write {{id: [class names]}} or choose data.labels")
@@ -315,9 +336,9 @@ class VocDataset:
             return _labels_from_npy(npy_path, self.ids, self.num_classes - 1)
         if source == "masks":
             if not self.has_masks:
-                raise WsssError(f"{self._first_missing_mask()}: labels from masks need a mask for every image")
+                raise WsssError(f"{self.first_missing_mask()}: labels from masks need a mask for every image")
             return np.stack([self.labels_from_mask(self.load_mask(i)) for i in range(len(self))])
-        raise WsssError(f"data.labels: unknown source {source!r}; use auto, json, npy or masks")
+        raise WsssError(f"data.labels: unknown source {source!r}; use auto, json, npy, tags or masks")
 
     def labels_from_mask(self, mask: np.ndarray) -> np.ndarray:
         """(num_fg,) multi-hot vector of the classes present in an (H, W) mask."""

@@ -38,11 +38,12 @@ def next_steps(predictions: Path, model: Path, report_path: Optional[Path], sali
     lines += [
         f"  * Segment your own photos with the model this run trained (masks{outputs} as PNGs, overlays as JPEGs):",
         f"      wsss predict --checkpoint {q(model)} --input YOUR_PHOTOS/ --output {q(predictions)}",
-        "  * Train on your own tagged images: lay them out like PASCAL VOC (JPEGImages/<id>.jpg,",
-        "    ImageSets/Segmentation/train.txt, image_labels.json: {\"<id>\": [\"dog\", \"chair\"]}, class_names.txt;",
-        "    README, 'Data layout'), copy configs/msrc.yaml (a CPU schedule for ~300 px photos; configs/voc12.yaml",
-        "    is the paper's GPU schedule), set data.root to your folder, then:",
-        "      wsss run --config my.yaml",
+        "  * Train on your own tagged photos (tags only: no mask is needed anywhere; README, 'Your own tagged",
+        "    images'). A CSV of `image,tags` rows (tags separated by ; or spaces) becomes a dataset with",
+        "      wsss import --images YOUR_PHOTOS/ --tags tags.csv --out data/mine",
+        "    and configs/msrc.yaml (a CPU schedule for ~300 px photos; configs/voc12.yaml is the paper's GPU",
+        "    schedule) trains on it:",
+        "      wsss run --config configs/msrc.yaml --set data.root=data/mine --run-dir runs/mine",
     ]
     return "\n".join(lines)
 

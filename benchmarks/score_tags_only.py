@@ -1,0 +1,46 @@
+"""Score a run made on a dataset copy without masks against the original's masks, afterwards.
+
+    python benchmarks/score_tags_only.py RUN_DIR --data-root ORIGINAL [--splits train val]
+
+The run read no mask: its dataset was a copy without ``SegmentationClass``, so its scoring stages
+were skipped. Here the masks only score: the pseudo labels of each split (``pseudo/<split>/rw``
+and ``rw_crf``) and the thresholds the run chose. Prints one JSON line; the segmentation model
+is scored by ``wsss eval-seg --run-dir RUN_DIR --data-root ORIGINAL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wsss.data.voc import VocDataset
+from wsss.metrics import mean_iou
+from wsss.segmentation.evaluate import score_label_dir
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--splits", nargs="+", default=["train", "val"])
+    args = parser.parse_args()
+    result = {"run": str(args.run_dir)}
+    for split in args.splits:
+        voc = VocDataset(args.data_root, split, require_masks=True)
+        for key in ("rw", "rw_crf"):
+            folder = args.run_dir / "pseudo" / split / key
+            if folder.is_dir():
+                result[f"{key}/{split}"] = round(100 * mean_iou(score_label_dir(voc, folder, progress=False)), 2)
+    for name in ("cam_threshold_train", "saliency_threshold_train", "cam_train", "saliency_maps_train"):
+        path = args.run_dir / "eval" / f"{name}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            result[name] = record.get("threshold", record.get("best_threshold"))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
