@@ -28,6 +28,8 @@ NON_METRIC_KEYS = {"timings_s"}
 # Titles and order of the stages this code knows; others follow in summary order, titled by key.
 STAGE_TITLES = {
     "cam": "CAM (best background threshold)",
+    "cam_threshold": "Background threshold t* the auto settings use (found without masks)",
+    "saliency_threshold": "Saliency threshold s* the saliency cue uses (found without masks)",
     "saliency_maps": "Saliency maps as objects vs background (SSNet's, the seeds' and walk's cue)",
     "rw": "CAM + random walk (AffinityNet, or IRN's boundaries)",
     "rw_crf": "CAM + random walk + dense CRF",
