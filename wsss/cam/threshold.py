@@ -52,7 +52,7 @@ def otsu_threshold(values: np.ndarray, bins: int = 100) -> float:
     mu0 = m0 / np.maximum(w0, 1e-12)
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1e-12)
     between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(edges[1:][int(np.argmax(between[:-1]))])
+    return round(float(edges[1:][int(np.argmax(between[:-1]))]), 4)  # a bin edge: 0.48, not 0.47999998
 
 
 @torch.no_grad()
