@@ -44,13 +44,15 @@ def main() -> int:
     print("| threshold from | t* | CAM mIoU at t* | time (s) |")
     print("|---|---:|---:|---:|")
     print(f"| masks (eval-cam's best; opt-in) | {sweep_file['best_threshold']:.2f} | {sweep_file['miou']:.2f} | - |")
+    estimates = {}
     for method in MASK_FREE_METHODS:
         start = time.perf_counter()
-        threshold, _ = estimate(method, voc, args.run_dir / "cams" / args.split, args.run_dir / "cam" / "model.pt")
-        print(f"| {method} (no mask) | {threshold:.2f} | {miou_at(threshold)} | {time.perf_counter() - start:.1f} |")
+        estimates[method], _ = estimate(method, voc, args.run_dir / "cams" / args.split, args.run_dir / "cam" / "model.pt")
+        print(f"| {method} (no mask) | {estimates[method]:.2f} | {miou_at(estimates[method])} | "
+              f"{time.perf_counter() - start:.1f} |")
     if args.saliency:
-        cam_threshold, _ = estimate("evidence", voc, args.run_dir / "cams" / args.split, args.run_dir / "cam" / "model.pt")
-        compare_saliency(args.run_dir, voc, args.split, {"evidence": cam_threshold, "masks": sweep_file["best_threshold"]})
+        compare_saliency(args.run_dir, voc, args.split, {"evidence": estimates["evidence"],
+                                                          "masks": sweep_file["best_threshold"]})
     return 0
 
 

@@ -73,6 +73,8 @@ FileName = Annotated[str, AfterValidator(_file_name)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Workers = Annotated[int, Field(ge=0), AfterValidator(_at_most_the_cores)]
 WalkSteps = Annotated[int, Field(ge=0, le=MAX_WALK_STEPS)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+"""A fixed threshold on scores in [0, 1]: 0 and 1 would take every pixel or none."""
 
 
 class Section(BaseModel):
@@ -168,14 +170,7 @@ class CamConfig(TrainStageConfig):
     # auto (= evidence: the largest threshold whose region keeps 90% of the classifier's score),
     # otsu (Otsu's threshold of the train CAMs' max values), a number, or masks: eval-cam's best
     # against the train masks, a named opt-in for ablations that needs masks of the train split.
-    bg_threshold: Union[Literal["auto", "evidence", "otsu", "masks"], float] = "auto"
-
-    @field_validator("bg_threshold")
-    @classmethod
-    def _threshold_in_range(cls, value):
-        if isinstance(value, float) and not 0 < value < 1:
-            raise ValueError("a fixed background threshold lies in (0, 1)")
-        return value
+    bg_threshold: Union[Literal["auto", "evidence", "otsu", "masks"], Fraction] = "auto"
 
 
 class CrfConfig(Section):
@@ -448,7 +443,7 @@ class SaliencyCueConfig(Section):
     # s*: auto (= otsu: Otsu's threshold of the train maps), cams (the threshold whose salient
     # region agrees best with the CAMs' foreground at t*), a number, or masks: make-saliency's best
     # against the train masks, a named opt-in for ablations (wsss.ssnet.make_saliency)
-    threshold: Union[Literal["auto", "otsu", "cams", "masks"], float] = "auto"
+    threshold: Union[Literal["auto", "otsu", "cams", "masks"], Fraction] = "auto"
     fg_margin: float = Field(0.0, ge=0, lt=1)
     bg_factor: float = Field(0.5, gt=0, le=1)
     walk_weight: float = Field(0.0, ge=0, le=1)
@@ -460,13 +455,6 @@ class SaliencyCueConfig(Section):
         # null meant "from the train masks" in run directories made before the mask-free default;
         # such a record now reads as the default, which needs no mask
         return "auto" if value is None else value
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold_in_range(cls, value):
-        if isinstance(value, float) and not 0 < value < 1:
-            raise ValueError("a fixed saliency threshold lies in (0, 1)")
-        return value
 
     @property
     def used(self) -> bool:

@@ -140,7 +140,8 @@ def import_tagged_images(images: Path, tags_file: Path, out: Path, val_fraction:
         raise WsssError(f"{out}: is inside the photos folder {images}; choose an output folder outside it")
     table = read_tags_file(tags_file)
     sources: dict[str, Path] = {}
-    for name in table:
+    labels: dict[str, list[str]] = {}
+    for name, tags in table.items():
         source = images / name
         if not Path(name).suffix:  # a bare id: the photo with any of the image suffixes
             source = next((images / f"{name}{s}" for s in IMAGE_SUFFIXES if (images / f"{name}{s}").is_file()), source)
@@ -159,8 +160,7 @@ def import_tagged_images(images: Path, tags_file: Path, out: Path, val_fraction:
         if image_id in sources:
             raise WsssError(f"{tags_file}: {sources[image_id].name} and {source.name} make the same id {image_id!r}; "
                             "rename one")
-        sources[image_id] = source
-    labels = {image_id: table[name] for image_id, name in zip(sources, table)}
+        sources[image_id], labels[image_id] = source, tags
     listed = {source.name for source in sources.values()}
     unlisted = sorted(p.name for p in images.iterdir() if p.suffix in IMAGE_SUFFIXES and p.name not in listed)
     train, val = seeded_split(list(sources), val_fraction, seed)
