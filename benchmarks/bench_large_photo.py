@@ -1,4 +1,4 @@
-"""Peak memory of `wsss predict` and `wsss make-cam` on one 6000x4000 photo (BENCHMARKS.md, issue 14).
+"""Peak memory of `wsss predict` and `wsss make-cam` on one 6000x4000 photo (docs/notes/benchmarks-history.md).
 
     python benchmarks/bench_large_photo.py /tmp/bench14      # writes the data and models there, ~1 min
     OMP_NUM_THREADS=2 /usr/bin/time -v python -m wsss predict --checkpoint /tmp/bench14/seg.pt \\

@@ -3,7 +3,8 @@ rest differ only in what a re-run legitimately changes (timings, paths, key orde
 
     python benchmarks/compare_runs.py RUN_A RUN_B
 
-Used to check that a refactor leaves a run's outputs unchanged (BENCHMARKS.md, issue 15).
+Used to check that a refactor leaves a run's outputs unchanged (docs/notes/benchmarks-history.md). A run
+directory of the layout before per-method folders is compared under today's names.
 """
 
 from __future__ import annotations
@@ -15,13 +16,32 @@ from pathlib import Path
 
 import yaml
 
+from wsss.config import upgrade_legacy_keys
+from wsss.run.layout import legacy_moves
+
 # files a re-run rewrites with other timings, paths or times by design
 VOLATILE = {"log.txt", "report.html", "run_info.json"}
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+    """{path in today's layout: sha1} of every file; a run of the layout before per-method folders
+    (aff_labels/, aff/, pseudo/) is read under today's names, without moving anything."""
+    renamed = {str(old.relative_to(root)): str(new.relative_to(root)) for old, new in legacy_moves(root)}
+
+    def today(name: str) -> str:
+        return next((new + name[len(old):] for old, new in renamed.items() if name.startswith(old + "/")), name)
+
+    return {today(str(p.relative_to(root))): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
             if p.is_file()}
+
+
+def source(root: Path, name: str) -> Path:
+    """The file of ``root`` that ``name`` (today's layout) names."""
+    for old, new in legacy_moves(root):
+        prefix = str(new.relative_to(root)) + "/"
+        if name.startswith(prefix):
+            return old / name[len(prefix):]
+    return root / name
 
 
 def without_timing(name: str, text: str):
@@ -33,7 +53,7 @@ def without_timing(name: str, text: str):
         data = json.loads(text)
         return {k: v for k, v in data.items() if k not in ("timings_s", "checkpoint")}
     if name.endswith(".yaml"):
-        return yaml.safe_load(text)
+        return upgrade_legacy_keys(yaml.safe_load(text), warn=False)
     return text
 
 
@@ -50,7 +70,8 @@ def main(a: str, b: str) -> int:
         if name in VOLATILE:
             print(f"  {name}: differs (volatile by design)")
             continue
-        equal = without_timing(name, (Path(a) / name).read_text()) == without_timing(name, (Path(b) / name).read_text())
+        equal = without_timing(name, source(Path(a), name).read_text()) == \
+            without_timing(name, source(Path(b), name).read_text())
         print(f"  {name}: {'equal apart from timings/paths/key order' if equal else 'DIFFERENT'}")
         status |= not equal
     return status

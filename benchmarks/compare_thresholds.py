@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from wsss.cam.threshold import MASK_FREE_METHODS, estimate
+from wsss.cues.cam_threshold import MASK_FREE_METHODS, estimate
 from wsss.data.voc import VocDataset
 from wsss.ssnet import make_saliency
 

@@ -11,7 +11,7 @@ from wsss.data.demo import generate_demo_dataset, generate_demo_saliency
 # One torch thread. With two, every parallel region of an op waits for both threads, and when
 # other work holds a core that wait is a scheduler time slice: on a busy 2-core machine a tiny
 # network's forward pass took 2.5 s instead of 0.03 s and the fixtures' training ran 5-20x
-# slower than with one thread (BENCHMARKS.md, issue 14). Multi-process tests pin threads themselves.
+# slower than with one thread (docs/notes/benchmarks-history.md). Multi-process tests pin threads themselves.
 torch.set_num_threads(1)
 
 
@@ -37,14 +37,14 @@ def cam_run(tmp_path_factory, tiny_dataset):
 
 @pytest.fixture(scope="session")
 def pseudo_run(cam_run, tmp_path_factory):
-    """A copy of ``cam_run`` gone on through make-aff-labels -> train-aff -> make-pseudo -> eval-pseudo."""
+    """A copy of ``cam_run`` gone on through make-psa-labels -> train-psa -> make-psa-pseudo -> eval-pseudo."""
     _, config, cam_run_dir = cam_run
     run_dir = tmp_path_factory.mktemp("pseudo_run") / "run"
     shutil.copytree(cam_run_dir, run_dir)
     common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
-    assert main(["make-aff-labels", *common]) == 0
-    assert main(["train-aff", *common]) == 0
-    assert main(["make-pseudo", *common, "--split", "train"]) == 0
+    assert main(["make-psa-labels", *common]) == 0
+    assert main(["train-psa", *common]) == 0
+    assert main(["make-psa-pseudo", *common, "--split", "train"]) == 0
     assert main(["eval-pseudo", *common, "--split", "train"]) == 0
     return config, run_dir
 

@@ -1,4 +1,4 @@
-"""Tests of wsss.affinity: pair geometry, affinities, labels, loss and the random walk."""
+"""Tests of wsss.walk.affinity: pair geometry, affinities, labels, loss and the random walk."""
 
 import logging
 import math
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from wsss import native
-from wsss.affinity import (
+from wsss.io import IGNORE_INDEX
+from wsss.walk.affinity import (
     affinity_from_features,
     affinity_loss,
     pair_labels,
@@ -17,7 +18,6 @@ from wsss.affinity import (
     random_walk_dense,
     random_walk_dense_paper,
 )
-from wsss.io import IGNORE_INDEX
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -258,7 +258,7 @@ def test_random_walk_matches_dense_reference(h, w, radius, distance_kernel):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_distances_equal_the_torch_code(dtype, monkeypatch):
-    from wsss.affinity import _mean_abs_diffs
+    from wsss.walk.affinity import _mean_abs_diffs
 
     kernels = _require_native_kernels()
     generator = torch.Generator().manual_seed(3)
@@ -387,7 +387,7 @@ def test_random_walk_dense_paper_matches_reference():
 
 
 def test_chebyshev_expansion_of_powers_meets_its_tolerance():
-    from wsss.affinity import _power_chebyshev_coefficients
+    from wsss.walk.affinity import _power_chebyshev_coefficients
 
     x = torch.linspace(-1, 1, 4001, dtype=torch.float64)
     for n, tolerance in [(6, 0.0), (7, 0.0), (255, 1e-9), (256, 1e-9), (1000, 1e-13)]:

@@ -6,14 +6,19 @@ import torch.nn.functional as F
 import yaml
 from tiny_run import untrained_classifier
 
-from wsss.cam.algorithm import background_score, cam_from_features, cam_to_label, multiscale_cam, normalize_cam
+from wsss.cam.algorithm import cam_from_features, multiscale_cam, normalize_cam
 from wsss.cli import main
+from wsss.cues.cam import background_score, cam_to_label
 from wsss.data.demo import generate_demo_dataset
 from wsss.data.voc import VocDataset
 from wsss.inference import image_tensor, shrink_to_max_side
 from wsss.models.backbone import build_backbone
 from wsss.models.classifier import CamNet
 
+
+def cam_fn(net: CamNet):
+    """(B, 3, H, W) -> (B, C, h, w) CAMs of ``net``, as make-cam computes them."""
+    return lambda batch: cam_from_features(net.features(batch), net.classifier.weight)
 
 def test_cam_equals_classifier_on_pooled_features():
     # GAP then 1x1 conv == mean over positions of the (pre-ReLU) CAM: the CAM identity
@@ -30,10 +35,10 @@ def test_multiscale_flip_shapes_and_flip_consistency():
     torch.manual_seed(0)
     net = CamNet(build_backbone("efficientnet_lite0", 16, pretrained=False), 4).eval()
     image = torch.rand(3, 50, 70) * 255
-    cam = multiscale_cam(net.cam, image, [0.5, 1.0, 1.5], flip=True)
+    cam = multiscale_cam(cam_fn(net), image, [0.5, 1.0, 1.5], flip=True)
     assert cam.shape == (4, 50, 70) and (cam >= 0).all()
     # flipping the input flips the flip-averaged CAM (up to resampling round-off)
-    flipped = multiscale_cam(net.cam, image.flip(-1), [0.5, 1.0, 1.5], flip=True)
+    flipped = multiscale_cam(cam_fn(net), image.flip(-1), [0.5, 1.0, 1.5], flip=True)
     torch.testing.assert_close(flipped, cam.flip(-1), rtol=1e-3, atol=1e-3)
 
 
@@ -41,8 +46,8 @@ def test_scale_sum_is_sum_of_single_scales():
     torch.manual_seed(0)
     net = CamNet(build_backbone("efficientnet_lite0", 16, pretrained=False), 2).eval()
     image = torch.rand(3, 48, 48) * 255
-    both = multiscale_cam(net.cam, image, [1.0, 2.0], flip=False)
-    parts = multiscale_cam(net.cam, image, [1.0], flip=False) + multiscale_cam(net.cam, image, [2.0], flip=False)
+    both = multiscale_cam(cam_fn(net), image, [1.0, 2.0], flip=False)
+    parts = multiscale_cam(cam_fn(net), image, [1.0], flip=False) + multiscale_cam(cam_fn(net), image, [2.0], flip=False)
     torch.testing.assert_close(both, parts)
 
 
@@ -77,8 +82,8 @@ def test_make_cam_shrinks_images_over_max_side_and_writes_cams_at_their_size(tmp
     config.write_text(yaml.safe_dump({"device": "cpu", "data": {"root": str(root)}, "backbone": {"pretrained": False},
                                       "cam": {"scales": [1.0, 1.5], "flip": True}}))
     seen = []  # (h, w) of every batch the classifier gets
-    cam = CamNet.cam
-    monkeypatch.setattr(CamNet, "cam", lambda self, batch: seen.append(tuple(batch.shape[-2:])) or cam(self, batch))
+    features = CamNet.features
+    monkeypatch.setattr(CamNet, "features", lambda self, batch: seen.append(tuple(batch.shape[-2:])) or features(self, batch))
 
     def make_cam(run, max_side):
         seen.clear()
@@ -96,7 +101,7 @@ def test_make_cam_shrinks_images_over_max_side_and_writes_cams_at_their_size(tmp
     # what make-cam wrote before max_side existed: the CAMs of the full-size image
     voc = VocDataset(root, "train")
     with torch.inference_mode():
-        full = multiscale_cam(net.cam, image_tensor(voc.load_image(0), torch.device("cpu")), [1.0, 1.5], True)
+        full = multiscale_cam(cam_fn(net), image_tensor(voc.load_image(0), torch.device("cpu")), [1.0, 1.5], True)
         expected = normalize_cam(full, voc.labels[0])[0].numpy().astype(np.float16)
     assert unlimited[voc.ids[0]][0].tobytes() == expected.tobytes()
 
@@ -115,7 +120,7 @@ def test_make_cam_shrinks_images_over_max_side_and_writes_cams_at_their_size(tmp
         assert cams.dtype == np.float16 and cams.shape == (len(keys), 64, 64)
         with torch.inference_mode():
             image = shrink_to_max_side(image_tensor(voc.load_image(index), torch.device("cpu")), 32)
-            low = multiscale_cam(net.cam, image, [1.0, 1.5], True)
+            low = multiscale_cam(cam_fn(net), image, [1.0, 1.5], True)
             expected, expected_keys = normalize_cam(F.interpolate(low[None], size=(64, 64), mode="bilinear")[0],
                                                     voc.labels[index])
         assert np.array_equal(keys, expected_keys) and np.array_equal(keys, unlimited[image_id][1])

@@ -251,7 +251,7 @@ def test_demo_generator_writes_only_into_an_empty_or_generated_folder(dataset, t
 
 
 @pytest.mark.parametrize("option", [["--seed", "99999999999999999999999"], ["--set", "seed=99999999999999999999999"],
-                                    ["--set", "cam.scales=[1e9]"], ["--set", "walk.steps=1000000000000"],
+                                    ["--set", "cam.scales=[1e9]"], ["--set", "psa.steps=1000000000000"],
                                     ["--set", "irn.steps=100000"]])
 def test_out_of_range_settings_fail_before_anything_changes(dataset, classifier, tmp_path, capsys, option):
     config = config_file(tmp_path, dataset)
@@ -271,8 +271,8 @@ def test_out_of_range_settings_fail_before_anything_changes(dataset, classifier,
 
 
 def test_workers_are_capped_at_the_cores(tmp_path):
-    config = load_config(None, ["cam.workers=100000", "walk.workers=100000", "num_workers=100000"])
-    assert config.cam.workers == config.walk.workers == config.num_workers == os.cpu_count()
+    config = load_config(None, ["cam.workers=100000", "psa.workers=100000", "num_workers=100000"])
+    assert config.cam.workers == config.psa.workers == config.num_workers == os.cpu_count()
 
 
 def test_a_command_that_fails_midway_keeps_the_runs_config(dataset, classifier, tmp_path, capsys):

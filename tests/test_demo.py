@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from wsss.cli import main
-from wsss.config import load_config
+from wsss.config import PSA_WALK_SETTINGS, load_config
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -23,7 +23,8 @@ def demo_on_tiny_data(base_config: dict, tiny_train_images: int) -> dict:
     seg["crop_size"] = 80
     seg["resize_long"] = [round(side * scale) for side in seg["resize_long"]]
     seg["epochs"] = round(seg["epochs"] * demo["data"]["demo"]["num_train"] / tiny_train_images)
-    return {**base_config, "walk": {**demo["walk"], "eval_splits": ["train", "val"]}, "seg": seg}
+    walk = {k: v for k, v in demo["psa"].items() if k in PSA_WALK_SETTINGS}  # the demo's walk, the tiny training
+    return {**base_config, "psa": {**base_config["psa"], **walk, "eval_splits": ["train", "val"]}, "seg": seg}
 
 
 def test_demo_schedule_trains_a_model_near_its_pseudo_labels(pseudo_run, tmp_path, capsys):
@@ -52,7 +53,7 @@ def test_demo_schedule_trains_a_model_near_its_pseudo_labels(pseudo_run, tmp_pat
     assert "wsss import --images YOUR_PHOTOS/ --tags tags.csv --out data/mine" in out
     assert "wsss run --config configs/msrc.yaml --set data.root=data/mine" in out
     shipped = load_config(DEMO_CONFIG.parent / "msrc.yaml")  # ... a config whose every choice reads no mask
-    assert (shipped.cam.bg_threshold, shipped.saliency.threshold, shipped.walk.alpha) == ("auto", "auto", None)
+    assert (shipped.cam.bg_threshold, shipped.saliency.threshold, shipped.psa.walk_alpha) == ("auto", "auto", None)
     # ... and the predict line works as printed
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -105,19 +105,19 @@ def test_bad_config_key_is_a_clear_error(tmp_path, tiny_dataset, capsys):
 
 
 def test_affinity_walk_and_pseudo_labels(pseudo_run):
-    _, run_dir = pseudo_run  # make-aff-labels -> train-aff -> make-pseudo -> eval-pseudo, in conftest.py
-    seeds = sorted((run_dir / "aff_labels" / "train").glob("*.png"))
+    _, run_dir = pseudo_run  # make-psa-labels -> train-psa -> make-psa-pseudo -> eval-pseudo, in conftest.py
+    seeds = sorted((run_dir / "psa_labels" / "train").glob("*.png"))
     assert len(seeds) == 32
     from PIL import Image
 
     seed_map = np.asarray(Image.open(seeds[0]))
     assert set(np.unique(seed_map)) <= {0, 1, 2, 3, 4, 5, 255}
-    log = [json.loads(line) for line in (run_dir / "aff" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (run_dir / "psa" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 * 4 and all(r["bg_pos_count"] > 0 for r in log)
     first, last = (np.mean([r["loss"] for r in log[i: i + 4]]) for i in (0, len(log) - 4))
     assert_beats("AffinityNet: last epoch's loss below the first's (1 - last / first)", 1 - last / first, 0, 0.1)
     for kind in ("rw", "rw_crf"):
-        pngs = sorted((run_dir / "pseudo" / "train" / kind).glob("*.png"))
+        pngs = sorted((run_dir / "psa_pseudo" / "train" / kind).glob("*.png"))
         assert len(pngs) == 32
         img = Image.open(pngs[0])
         assert img.mode == "P" and img.size == (80, 80)
@@ -128,18 +128,18 @@ def test_affinity_walk_and_pseudo_labels(pseudo_run):
 
 
 def test_a_stage_turned_off_loses_its_score(pseudo_run, tmp_path):
-    """make-pseudo with walk.crf off discards the CRF labels (other settings), and eval-pseudo
+    """make-psa-pseudo with psa.crf off discards the CRF labels (other settings), and eval-pseudo
     then drops their old score from summary.json instead of showing it beside the new one."""
     config, pseudo_run_dir = pseudo_run
     run_dir = tmp_path / "run"
     shutil.copytree(pseudo_run_dir, run_dir)
     assert "rw_crf/train" in json.loads((run_dir / "summary.json").read_text())
-    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress", "--set", "walk.crf=false"]
-    assert main(["make-pseudo", *common, "--split", "train"]) == 0
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress", "--set", "psa.crf=false"]
+    assert main(["make-psa-pseudo", *common, "--split", "train"]) == 0
     assert main(["eval-pseudo", *common, "--split", "train"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "rw/train" in summary and "rw_crf/train" not in summary
-    assert not (run_dir / "pseudo" / "train" / "rw_crf").exists()
+    assert not (run_dir / "psa_pseudo" / "train" / "rw_crf").exists()
 
 
 def test_new_inputs_retrain_the_stages_that_read_them(pseudo_run, tmp_path, caplog):
@@ -159,19 +159,19 @@ def test_new_inputs_retrain_the_stages_that_read_them(pseudo_run, tmp_path, capl
         assert main(["train-seg", *common, *seg]) == 0  # same labels: reused
         assert any("train-seg" in r.getMessage() and "complete, skipping" in r.getMessage() for r in caplog.records)
         caplog.clear()
-        assert main(["make-pseudo", *common, "--split", "train", "--set", "walk.steps=8"]) == 0
-        assert main(["train-seg", *common, *seg, "--set", "walk.steps=8"]) == 0
+        assert main(["make-psa-pseudo", *common, "--split", "train", "--set", "psa.steps=8"]) == 0
+        assert main(["train-seg", *common, *seg, "--set", "psa.steps=8"]) == 0
         assert not any("complete, skipping" in r.getMessage() for r in caplog.records)
     assert torch.load(run_dir / "seg" / "model.pt", weights_only=True)["fingerprint"] != first
 
-    # new seeds (as a retrained classifier gives): train-aff trains anew
-    seeds = run_dir / "aff_labels" / "train" / "settings.json"
+    # new seeds (as a retrained classifier gives): train-psa trains anew
+    seeds = run_dir / "psa_labels" / "train" / "settings.json"
     seeds.write_text(json.dumps({**json.loads(seeds.read_text()), "cams": {"model": "retrained"}}))
-    assert (run_dir / "aff" / "checkpoint.pt").exists()
+    assert (run_dir / "psa" / "checkpoint.pt").exists()
     with caplog.at_level(logging.INFO, logger="wsss"):
-        assert main(["train-aff", *common]) == 0
+        assert main(["train-psa", *common]) == 0
     assert any("from a finished training of other settings; training anew" in r.getMessage() for r in caplog.records)
-    log = [json.loads(line) for line in (run_dir / "aff" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (run_dir / "psa" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))  # one whole schedule, not the old one continued
 
 
@@ -185,7 +185,7 @@ def test_tune_sweeps_psas_walk_and_refuses_a_pipeline_without_one(pseudo_run, tm
     assert main(["tune", *common, "--split", "train", "--limit", "6", "--beta", "8", "--steps", "16",
                  "--bg-threshold", "0.3", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "best on 6 images of train: --set walk.beta=8 --set walk.steps=16 --set walk.alpha=" in out
+    assert "best on 6 images of train: --set psa.beta=8 --set psa.steps=16 --set psa.walk_alpha=" in out
     results = json.loads((run_dir / "eval" / "tune_train.json").read_text())["results"]
     assert sorted(r["bg_threshold"] for r in results) == [0.3, 0.5] and all(0 < r["miou"] <= 100 for r in results)
     assert main(["tune", *common, "--set", "pipeline=ssnet", "--split", "train"]) == 2

@@ -35,8 +35,7 @@ def write_config(tmp_path, root, name="faults.yaml", **top):
         "backbone": {"name": "efficientnet_lite0", "pretrained": True},
         "cam": {"output_stride": 16, "epochs": 3, "batch_size": 8, "lr": 0.01, "resize_long": [56, 72],
                 "crop_size": 56},
-        "aff": {"output_stride": 16, "radius": 4},
-        "walk": {"beta": 8, "steps": 32, "alpha": 4.0, "crf": True, "crf_power": 2},
+        "psa": {"output_stride": 16, "radius": 4, "beta": 8, "steps": 32, "walk_alpha": 4.0, "crf": True, "crf_power": 2},
         **top,
     }
     path = tmp_path / name
@@ -78,19 +77,19 @@ def leftover_temps(folder):
     return sorted(str(p) for p in Path(folder).rglob(".*.tmp"))
 
 
-# --------------------------------------------------------------------------- make-pseudo
+# ----------------------------------------------------------------------- make-psa-pseudo
 
 
 def prepare_pseudo_run(run_dir, config_path):
-    """A run directory with what make-pseudo reads: an AffinityNet (ImageNet backbone, untrained
+    """A run directory with what make-psa-pseudo reads: an AffinityNet (ImageNet backbone, untrained
     head: any weights make the same files twice) and CAMs made from the masks."""
     config = load_config(config_path)
     ctx = RunContext(run_dir, config, progress=False)
     torch.manual_seed(0)
-    model = build_model("affinity", config.backbone.name, config.aff.output_stride, 0, **ctx.backbone_weights())
-    (run_dir / "aff").mkdir(parents=True)
+    model = build_model("affinity", config.backbone.name, config.psa.output_stride, 0, **ctx.backbone_weights())
+    (run_dir / "psa").mkdir(parents=True)
     torch.save({"kind": "affinity", "fingerprint": "test", "model": model.state_dict(), "meta": {}},
-               run_dir / "aff" / "model.pt")
+               run_dir / "psa" / "model.pt")
     voc = VocDataset(config.data.root, "train")
     rng = np.random.default_rng(0)
     for index, image_id in enumerate(voc.ids):
@@ -109,15 +108,15 @@ def test_make_pseudo_killed_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_p
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     total = prepare_pseudo_run(reference, config)
     prepare_pseudo_run(killed, config)
-    command = ["make-pseudo", "--config", str(config), "--split", "train", "--no-progress"]
+    command = ["make-psa-pseudo", "--config", str(config), "--split", "train", "--no-progress"]
 
     with torch_threads(1):
         assert main([*command, "--run-dir", str(reference)]) == 0
-    expected = folder_bytes(reference / "pseudo" / "train")
+    expected = folder_bytes(reference / "psa_pseudo" / "train")
     assert sum(name.startswith("rw/") for name in expected) == total
 
     # two worker processes, killed (with them) once a few images are finished
-    rw = killed / "pseudo" / "train" / "rw"
+    rw = killed / "psa_pseudo" / "train" / "rw"
     process = start_wsss([*command, "--run-dir", str(killed), "--workers", "2"])
     kill_when(process, lambda: rw.is_dir() and len(list(rw.glob("*.png"))) >= 3)
     done = len(list(rw.glob("*.png")))
@@ -127,7 +126,7 @@ def test_make_pseudo_killed_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_p
     stamps = {p: p.stat().st_mtime_ns for p in rw.glob("*.png")}
     with torch_threads(1):
         assert main([*command, "--run-dir", str(killed), "--workers", "2"]) == 0
-    assert folder_bytes(killed / "pseudo" / "train") == expected
+    assert folder_bytes(killed / "psa_pseudo" / "train") == expected
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert leftover_temps(killed) == []
 

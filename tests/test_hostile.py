@@ -25,9 +25,8 @@ from wsss.data.voc import VocDataset
 from wsss.engine import load_model_weights, resolve_device, save_checkpoint
 from wsss.errors import WsssError
 from wsss.io import file_mode, load_mask, load_rgb, load_saliency_mask, save_json, save_palette_png
-from wsss.metrics import confusion_matrix
+from wsss.metrics import confusion_matrix, score_label_dir
 from wsss.run.context import RunContext
-from wsss.segmentation.evaluate import score_label_dir
 
 
 def one_line_error(capsys) -> str:

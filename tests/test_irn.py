@@ -1,5 +1,5 @@
 """Tests of IRN's core (Ahn, Cho & Kwak, CVPR 2019): relation labels, the boundary path maximum,
-the boundary loss, IRNet, and the random walk on given per-pair affinities (wsss.affinity)."""
+the boundary loss, IRNet, and the random walk on given per-pair affinities (wsss.walk.affinity)."""
 
 import shutil
 
@@ -9,13 +9,6 @@ import torch
 from quality import assert_beats, auc
 from tiny_run import untrained_twin
 
-from wsss.affinity import (
-    affinity_from_features,
-    pair_offsets,
-    random_walk,
-    random_walk_dense,
-)
-from wsss.cam.seeds import scores_to_labels
 from wsss.engine import load_model_weights, save_checkpoint
 from wsss.io import IGNORE_INDEX
 from wsss.irn import (
@@ -30,6 +23,8 @@ from wsss.irn import (
 )
 from wsss.models.backbone import build_backbone
 from wsss.models.irn import IRNet
+from wsss.walk.affinity import affinity_from_features, pair_offsets, random_walk, random_walk_dense
+from wsss.walk.seeds import scores_to_labels
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -511,13 +506,13 @@ def test_irn_pipeline_on_generated_data(irn_run, tiny_dataset, tmp_path):
                  untrained=untrained_auc)
 
     for kind in ("rw", "rw_crf"):
-        pngs = sorted((run_dir / "pseudo" / "train" / kind).glob("*.png"))
+        pngs = sorted((run_dir / "irn_pseudo" / "train" / kind).glob("*.png"))
         assert len(pngs) == 32 and load_mask(pngs[0]).shape == (80, 80)
     result = json.loads((run_dir / "eval" / "pseudo_train.json").read_text())["results"]
     # The walk's labels are not held to a bound: on this tiny set the walk on the untrained
     # network's near-constant boundaries (a plain diffusion) scores higher than the trained one.
     assert 0 < result["rw"]["miou"] <= 100
-    settings = json.loads((run_dir / "pseudo" / "train" / "settings.json").read_text())
+    settings = json.loads((run_dir / "irn_pseudo" / "train" / "settings.json").read_text())
     # t* from the train CAMs alone (cam.bg_threshold: auto): no mask chose it
     record = json.loads((run_dir / "eval" / "cam_threshold_train.json").read_text())
     assert record["method"] == "evidence" and record["masks"] == "none read"
@@ -539,19 +534,19 @@ def test_irn_tune_and_segmentation_on_its_labels(irn_run, capsys):
 
 
 def test_irn_model_kind_is_checked(irn_run, capsys):
-    """make-pseudo (PSA) refuses IRN's network with a line naming both kinds."""
+    """make-psa-pseudo (PSA) refuses IRN's network with a line naming both kinds."""
     from wsss.cli import main
 
     _, run_dir, common = irn_run
-    assert main(["make-pseudo", *common, "--split", "train", "--checkpoint", str(run_dir / "irn" / "model.pt")]) == 2
-    assert "not an AffinityNet model (its kind: 'irn'); pass the model.pt of `wsss train-aff`" in capsys.readouterr().err
+    assert main(["make-psa-pseudo", *common, "--split", "train", "--checkpoint", str(run_dir / "irn" / "model.pt")]) == 2
+    assert "not an AffinityNet model (its kind: 'irn'); pass the model.pt of `wsss train-psa`" in capsys.readouterr().err
 
 
 def test_walked_background_equals_the_dense_walk_of_psas_input():
     """irn.walk_background: walked: PSA's (K+1)-channel input walked on IRN's affinities is the
     dense formula's walk of it with a_ij = 1 - max of B on the segment, and stays in one region."""
-    from wsss.affinity import random_walk_dense
     from wsss.irn.walk import walked_background_scores
+    from wsss.walk.affinity import random_walk_dense
 
     torch.manual_seed(0)
     boundary = torch.zeros(1, 6, 8)

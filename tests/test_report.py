@@ -79,7 +79,7 @@ def test_wsss_run_writes_a_report_that_loads_in_chromium(pseudo_run, tmp_path, b
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"mIoU {summary['cam/train']['miou']:.2f}" in state["text"]
     plots = {p["id"]: p for p in state["plots"]}
-    assert {"per-class-train", "per-class-val", "threshold-sweep", "loss-cam", "loss-aff", "loss-seg"} <= set(plots)
+    assert {"per-class-train", "per-class-val", "threshold-sweep", "loss-cam", "loss-psa", "loss-seg"} <= set(plots)
     assert all(p["marks"] > 0 and p["width"] > 100 and p["height"] > 100 for p in plots.values()), plots
     # every picture decoded
     images = state["images"]
@@ -177,7 +177,7 @@ def test_metric_table_is_data_driven_and_marks_missing_stages(made_up_run):
     for text in ("mIoU 41.50", "bg threshold 0.25", "MAE 0.081", "max F 0.873", "ssnet_stage2", NOT_RUN, NO_GROUND_TRUTH):
         assert text in table, text
     assert "commit abc1234def" in html and "train-cam" in html and "1 min 15 s" in html
-    assert "no wall time recorded for train-aff, make-pseudo, train-seg" in html
+    assert "no wall time recorded for train-psa, make-psa-pseudo, train-seg" in html
     assert not (made_up_run / "report.html").exists()  # --output given: nothing written into the run
     assert "section-error" not in html
     assert 'data-plot="per-class-val"' in html  # from eval/seg_val.json

@@ -1,4 +1,4 @@
-"""Saliency as the background cue of PSA and IRN (issue 17): the seeds, the walk's background,
+"""Saliency as the background cue of PSA and IRN: the seeds, the walk's background,
 make-saliency, and runs on generated data with SSNet's saliency and with an oracle saliency."""
 
 import json
@@ -10,13 +10,13 @@ import torch
 import yaml
 from PIL import Image
 
-from wsss.cam.seeds import mixed_background, saliency_guided_seeds, scores_to_labels, scores_with_background
 from wsss.cli import main
+from wsss.cues.saliency import foreground_confusions, saliency_power
 from wsss.data.voc import VocDataset
 from wsss.io import IGNORE_INDEX, load_mask
 from wsss.irn.make_pseudo import walked_scores
 from wsss.metrics import iou_per_class
-from wsss.ssnet.make_saliency import foreground_confusions, saliency_power
+from wsss.walk.seeds import mixed_background, saliency_guided_seeds, scores_to_labels, scores_with_background
 
 U = IGNORE_INDEX
 
@@ -106,7 +106,7 @@ def _oracle_saliency(run_dir, dataset_root, split):
 
 def test_oracle_saliency_lifts_the_walk_and_cleans_the_seeds(pseudo_run, tmp_path, tiny_dataset):
     """With the masks as saliency, the walk's labels beat PSA's alone by a wide margin at every
-    number of steps (the tuner's sweep), make-pseudo's labels rise, and the seeds keep to the
+    number of steps (the tuner's sweep), make-psa-pseudo's labels rise, and the seeds keep to the
     saliency: no object seed off the objects, background wherever S is 0."""
     config, source = pseudo_run
     run_dir = tmp_path / "run"
@@ -123,17 +123,17 @@ def test_oracle_saliency_lifts_the_walk_and_cleans_the_seeds(pseudo_run, tmp_pat
     common += ["--set", "saliency.walk_weight=1", "--set", "saliency.walk_power=1"]
     # no saliency.checkpoint: the maps are complete, so make-saliency keeps them
     assert main(["make-saliency", *common]) == 0
-    assert main(["make-pseudo", *common, "--split", "train"]) == 0
+    assert main(["make-psa-pseudo", *common, "--split", "train"]) == 0
     assert main(["eval-pseudo", *common, "--split", "train"]) == 0
     after = json.loads((run_dir / "eval" / "pseudo_train.json").read_text())["results"]["rw"]["miou"]
     assert after > before, (before, after)
-    assert json.loads((run_dir / "pseudo" / "train" / "settings.json").read_text())["saliency"]["maps"] == {"oracle": True}
+    assert json.loads((run_dir / "psa_pseudo" / "train" / "settings.json").read_text())["saliency"]["maps"] == {"oracle": True}
 
-    assert main(["make-aff-labels", *common, "--set", "saliency.seeds=true", "--set", "saliency.walk_weight=0"]) == 0
-    recorded = json.loads((run_dir / "aff_labels" / "train" / "settings.json").read_text())["saliency"]
+    assert main(["make-psa-labels", *common, "--set", "saliency.seeds=true", "--set", "saliency.walk_weight=0"]) == 0
+    recorded = json.loads((run_dir / "psa_labels" / "train" / "settings.json").read_text())["saliency"]
     assert recorded["fg_min"] == 0.5 and recorded["bg_max"] == 0.25
     for index, image_id in enumerate(voc.ids):
-        seeds = load_mask(run_dir / "aff_labels" / "train" / f"{image_id}.png")
+        seeds = load_mask(run_dir / "psa_labels" / "train" / f"{image_id}.png")
         objects = (voc.load_mask(index) > 0) & (voc.load_mask(index) != U)
         assert not ((seeds > 0) & (seeds != U) & ~objects).any()
         if voc.labels[index].any():
@@ -160,21 +160,22 @@ def test_psa_pipeline_with_ssnet_saliency_runs_end_to_end(cam_run, ssnet_run, tm
     chosen = json.loads((run_dir / "eval" / "saliency_threshold_train.json").read_text())
     assert chosen["method"] == "otsu" and chosen["masks"] == "none read"  # s* from the maps alone, by default
     assert summary["saliency_threshold/train"]["threshold"] == chosen["threshold"]
-    assert {"make-saliency/train", "make-aff-labels", "train-aff", "make-pseudo/train", "train-seg"} <= set(summary["timings_s"])
+    stages = {"make-saliency/train", "make-psa-labels", "train-psa", "make-psa-pseudo/train", "train-seg"}
+    assert stages <= set(summary["timings_s"])
     voc = VocDataset(tiny_dataset, "train")
     for index in (0, len(voc) - 1):
         image = voc.load_image(index)
         grey = np.asarray(Image.open(run_dir / "saliency" / "train" / f"{voc.ids[index]}.png"))
         assert grey.shape == image.shape[:2] and grey.dtype == np.uint8
-    seed_settings = json.loads((run_dir / "aff_labels" / "train" / "settings.json").read_text())
+    seed_settings = json.loads((run_dir / "psa_labels" / "train" / "settings.json").read_text())
     assert seed_settings["saliency"]["maps"]["model"]  # the SSNet's fingerprint: new maps, new seeds
-    pseudo_settings = json.loads((run_dir / "pseudo" / "train" / "settings.json").read_text())
+    pseudo_settings = json.loads((run_dir / "psa_pseudo" / "train" / "settings.json").read_text())
     assert pseudo_settings["saliency"]["weight"] == 0.5 and pseudo_settings["saliency"]["power"] > 0
     assert (run_dir / "seg" / "model.pt").exists()
     # another walk weight re-walks; the seeds (and so AffinityNet) do not depend on it
-    seed_file = run_dir / "aff_labels" / "train" / f"{voc.ids[0]}.png"
+    seed_file = run_dir / "psa_labels" / "train" / f"{voc.ids[0]}.png"
     made = seed_file.stat().st_mtime_ns
-    assert main(["make-aff-labels", "--config", str(path), "--run-dir", str(run_dir), "--no-progress",
+    assert main(["make-psa-labels", "--config", str(path), "--run-dir", str(run_dir), "--no-progress",
                  "--set", "saliency.walk_weight=0.25"]) == 0
     assert seed_file.stat().st_mtime_ns == made
     # the tuner sweeps the saliency weight beside the walk's settings
@@ -194,10 +195,10 @@ def test_saliency_cue_errors_name_the_fix(pseudo_run, tmp_path, tiny_dataset, ca
     assert main(["make-saliency", *common]) == 2
     assert "no saliency model: set saliency.checkpoint" in capsys.readouterr().err
     # a model that gives no saliency
-    assert main(["make-saliency", *common, "--saliency-checkpoint", str(run_dir / "aff" / "model.pt")]) == 2
+    assert main(["make-saliency", *common, "--saliency-checkpoint", str(run_dir / "psa" / "model.pt")]) == 2
     assert "not an SSNet model" in capsys.readouterr().err
     # the walk asks for maps that were never made
-    assert main(["make-pseudo", *common, "--set", "saliency.walk_weight=0.5", "--set", "saliency.walk_power=1",
+    assert main(["make-psa-pseudo", *common, "--set", "saliency.walk_weight=0.5", "--set", "saliency.walk_power=1",
                  "--set", "saliency.threshold=0.5"]) == 2
     assert "run `wsss make-saliency --split train` first" in capsys.readouterr().err
     assert main(["tune", *common, "--saliency-weight", "0.5", "--set", "saliency.threshold=0.5",
@@ -207,7 +208,7 @@ def test_saliency_cue_errors_name_the_fix(pseudo_run, tmp_path, tiny_dataset, ca
     voc = _oracle_saliency(run_dir, tiny_dataset, "train")
     wrong = run_dir / "saliency" / "train" / f"{voc.ids[0]}.png"
     Image.new("L", (7, 5)).save(wrong)
-    assert main(["make-pseudo", *common, "--set", "saliency.walk_weight=0.5", "--set", "saliency.walk_power=1",
+    assert main(["make-psa-pseudo", *common, "--set", "saliency.walk_weight=0.5", "--set", "saliency.walk_power=1",
                  "--set", "saliency.threshold=0.5"]) == 2
     err = capsys.readouterr().err
     assert str(wrong) in err and "saliency map is 7x5" in err and "re-run `wsss make-saliency`" in err

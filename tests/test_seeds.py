@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsss.cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background, seed_labels, threshold_for_alpha
+from wsss.walk.seeds import alpha_for_threshold, scores_to_labels, scores_with_background, seed_labels, threshold_for_alpha
 
 
 @pytest.mark.parametrize("alpha,threshold", [(4, 0.2755), (16, 0.1228), (32, 0.0770), (1, 0.5)])

@@ -1,4 +1,4 @@
-"""Sharp saliency (issue 13, item 4): the order of upsampling and aggregation, the two-label
+"""Sharp saliency: the order of upsampling and aggregation, the two-label
 saliency CRF, SSNet's low-level skip head and the inference options of eval-saliency / predict."""
 
 import json
@@ -15,11 +15,10 @@ from wsss.config import SsnetStageConfig
 from wsss.engine.checkpoint import training_settings as stage_settings
 from wsss.errors import WsssError
 from wsss.inference import image_tensor, multiscale_sum, shrink_to_max_side, upsample
+from wsss.inference.saliency import saliency_at, saliency_crf, saliency_map
 from wsss.models import build_model, load_model
 from wsss.models.build import deeplab_options as model_options
 from wsss.ssnet.eval_saliency import variant_name
-from wsss.ssnet.losses import saliency_map
-from wsss.ssnet.saliency import saliency_at, saliency_crf
 
 CLASSES = ["background", "disc", "box"]
 

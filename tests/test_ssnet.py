@@ -16,9 +16,10 @@ from tiny_run import untrained_twin
 from wsss.cli import main
 from wsss.data.demo import generate_demo_saliency
 from wsss.data.saliency import MixedCrops, SaliencyDataset, saliency_partner, split_holdout
+from wsss.inference.saliency import saliency_map
 from wsss.models.backbone import build_backbone
 from wsss.models.ssnet import SSNet
-from wsss.ssnet.losses import classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss, saliency_map
+from wsss.ssnet.losses import classification_loss, pseudo_label_loss, restricted_probabilities, saliency_loss
 from wsss.ssnet.mine import saliency_guided_probabilities
 
 

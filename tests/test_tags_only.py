@@ -9,13 +9,13 @@ import yaml
 from PIL import Image
 from tiny_run import write_config
 
-from wsss.cam.seeds import alpha_for_threshold, auto_seed_thresholds
-from wsss.cam.threshold import otsu_threshold
 from wsss.cli import main
 from wsss.config import load_config
+from wsss.cues.cam_threshold import auto_seed_thresholds, otsu_threshold
+from wsss.cues.saliency import THRESHOLDS, agreement_threshold
 from wsss.errors import WsssError
 from wsss.io import save_npz
-from wsss.ssnet.make_saliency import THRESHOLDS, agreement_threshold
+from wsss.walk.seeds import alpha_for_threshold
 
 
 def test_otsu_splits_two_modes_between_them():
@@ -38,7 +38,7 @@ def test_a_run_on_a_dataset_without_masks(tiny_dataset, tmp_path, caplog):
     config = write_config(tmp_path, root)
     tree = yaml.safe_load(config.read_text())
     tree["cam"]["eval_splits"] = ["train", "val"]
-    tree["walk"]["eval_splits"] = ["train", "val"]
+    tree["psa"]["eval_splits"] = ["train", "val"]
     tree["seg"] = {"epochs": 1, "batch_size": 8, "crop_size": 64, "resize_long": [56, 72], "eval_scales": [1.0]}
     config.write_text(yaml.safe_dump(tree))
     run_dir = tmp_path / "run"
@@ -49,11 +49,11 @@ def test_a_run_on_a_dataset_without_masks(tiny_dataset, tmp_path, caplog):
                                                    "eval-pseudo/val", "eval-seg/val"}
     record = json.loads((run_dir / "eval" / "cam_threshold_train.json").read_text())
     assert record["method"] == "evidence" and record["masks"] == "none read" and 0 < record["threshold"] < 1
-    seeds = json.loads((run_dir / "aff_labels" / "train" / "settings.json").read_text())
-    aff = load_config(config).aff
-    expected = [alpha_for_threshold(t) for t in auto_seed_thresholds(record["threshold"], aff.fg_margin, aff.bg_factor)]
+    seeds = json.loads((run_dir / "psa_labels" / "train" / "settings.json").read_text())
+    psa = load_config(config).psa
+    expected = [alpha_for_threshold(t) for t in auto_seed_thresholds(record["threshold"], psa.fg_margin, psa.bg_factor)]
     assert [round(a, 6) for a in expected] in [[round(v, 6) for v in pair] for pair in _pairs(seeds)]
-    assert (run_dir / "seg" / "model.pt").exists() and len(list((run_dir / "pseudo" / "val" / "rw_crf").glob("*.png"))) == 8
+    assert (run_dir / "seg" / "model.pt").exists() and len(list((run_dir / "psa_pseudo" / "val" / "rw_crf").glob("*.png"))) == 8
     assert not (run_dir / "eval" / "cam_train.json").exists()
 
 
@@ -83,8 +83,8 @@ def test_saliency_threshold_agrees_with_the_cam_foreground():
 def test_saliency_thresholds_of_written_maps_read_no_mask(tiny_dataset, tmp_path):
     """Both estimates on maps written as PNGs beside CAMs, on a copy of the tiny set with no
     masks: the saliency is the true object mask blurred to 0.8 / 0.2, the CAMs mark the objects."""
+    from wsss.cues.saliency import estimate_saliency_threshold, saliency_to_png
     from wsss.data.voc import VocDataset
-    from wsss.ssnet.make_saliency import estimate_saliency_threshold, saliency_to_png
 
     with_masks = VocDataset(tiny_dataset, "train")
     root = tmp_path / "tags_only"

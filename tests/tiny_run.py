@@ -42,9 +42,9 @@ def write_config(tmp_path, root, **cam):
         "backbone": {"name": "efficientnet_lite0", "pretrained": True},
         "cam": {"output_stride": 16, "epochs": 5, "batch_size": 8, "lr": 0.01, "resize_long": [56, 72],
                 "crop_size": 64, "scales": [1.0, 1.5], "flip": True, "eval_splits": ["train"], **cam},
-        "aff": {"output_stride": 16, "seeds": "auto", "epochs": 3, "batch_size": 8, "lr": 0.05,
-                "resize_long": [56, 72], "crop_size": 64},
-        "walk": {"beta": 8, "steps": 32, "alpha": None, "crf": True, "eval_splits": ["train"]},
+        "psa": {"output_stride": 16, "seeds": "auto", "epochs": 3, "batch_size": 8, "lr": 0.05,
+                "resize_long": [56, 72], "crop_size": 64,
+                "beta": 8, "steps": 32, "walk_alpha": None, "crf": True, "eval_splits": ["train"]},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))

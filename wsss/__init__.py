@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy: `import wsss` stays light; `wsss.Predictor` loads torch and the models on first use.
     if name == "Predictor":
-        from .predict import Predictor
+        from .inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'wsss' has no attribute {name!r}")

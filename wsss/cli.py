@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from . import __version__
 from .config import DEFAULT_MAX_SIDE, DEVICES, MAX_SCALE, MAX_SEED, load_config, valid_device
 from .errors import WsssError
+from .methods import METHODS, RENAMED_COMMANDS
 
 log = logging.getLogger("wsss")
 
@@ -287,26 +288,21 @@ def _train_split_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_pipeline(_, ctx, args):
-    from .run.precheck import check_run
+    from . import methods, report
+    from .precheck import check_run
+    from .run.closing import finish
 
-    pipeline = importlib.import_module(PIPELINES[ctx.config.pipeline])
+    methods.method_of(ctx.method)
     check_run(ctx)  # every problem of the config and the dataset at once, before any stage starts
-    pipeline.run(ctx)
-
-
-PIPELINES = {"affinity": "wsss.psa.pipeline", "irn": "wsss.irn.pipeline", "ssnet": "wsss.ssnet.pipeline"}
-"""``pipeline:`` of a config -> the module whose ``run(ctx)`` runs every stage of it."""
-
-TUNERS = {"affinity": "wsss.psa.tune", "irn": "wsss.irn.tune"}
-"""``pipeline:`` -> the module whose ``run(ctx, ...)`` is `wsss tune` for its random walk."""
+    finish(ctx, methods.run(ctx), report.run_safely)
 
 
 def _tune(_, ctx, a):
-    pipeline = ctx.config.pipeline
-    if pipeline not in TUNERS:
-        raise WsssError(f"tune sweeps a random walk's settings; pipeline {pipeline!r} has none "
-                        f"(use pipeline: {' or '.join(TUNERS)})")
-    importlib.import_module(TUNERS[pipeline]).run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold,
+    tuners = {name: method.tuner for name, method in METHODS.items() if method.tuner}
+    if ctx.method not in tuners:
+        raise WsssError(f"tune sweeps a random walk's settings; pipeline {ctx.method!r} has none "
+                        f"(use pipeline: {' or '.join(tuners)})")
+    importlib.import_module(tuners[ctx.method]).run(ctx, a.split, a.data_root, a.limit, a.beta, a.steps, a.bg_threshold,
                                                   a.saliency_weight, a.saliency_power)
 
 
@@ -343,7 +339,7 @@ def _train_split(ctx, args) -> str:
 
 COMMANDS: tuple[Command, ...] = (
     Command("run", "run every stage of the pipeline (skips finished work; `pipeline:` in the config picks "
-                   "affinity (PSA), irn or ssnet)", None, _run_pipeline),
+                   "the method: psa, irn or ssnet)", None, _run_pipeline),
     Command("train-cam", "train the multi-label classifier that gives CAMs", "wsss.cam.train",
             lambda step, ctx, a: f"classifier: {step.run(ctx)}", (_train_args,),
             trains=lambda ctx, a: ctx.layout.cam_dir),
@@ -355,19 +351,20 @@ COMMANDS: tuple[Command, ...] = (
             (_data(), lambda p: p.add_argument("--cams", type=Path, help="folder of CAM .npz files (default: the run's)")),
             read_only=True),
     Command("make-saliency", "saliency maps of a split from an SSNet model, the background cue of PSA / IRN "
-                             "(saliency.seeds, saliency.walk_weight)", "wsss.ssnet.make_saliency",
+                             "(saliency.seeds, saliency.walk_weight)", "wsss.cues.saliency",
             lambda step, ctx, a: f"saliency maps: {step.run(ctx, _train_split(ctx, a), a.data_root, a.saliency_checkpoint)}",
             (_data(), _saliency_checkpoint_arg), workers_key="saliency.workers"),
-    Command("make-aff-labels", "confident seeds from CAMs (+ dense CRF) for AffinityNet", "wsss.psa.make_aff_labels",
-            lambda step, ctx, a: f"seed labels: {step.run(ctx, a.split)}", (_train_split_arg,), workers_key="walk.workers"),
-    Command("train-aff", "train AffinityNet on the seed labels", "wsss.psa.train_aff",
+    Command("make-psa-labels", "PSA: confident seeds from CAMs (+ dense CRF) for AffinityNet", "wsss.psa.make_labels",
+            lambda step, ctx, a: f"PSA seed labels: {step.run(ctx, a.split)}", (_train_split_arg,),
+            workers_key="psa.workers"),
+    Command("train-psa", "PSA: train AffinityNet on the seed labels", "wsss.psa.train",
             lambda step, ctx, a: f"AffinityNet: {step.run(ctx)}", (_train_args,),
-            trains=lambda ctx, a: ctx.layout.affinity_dir),
-    Command("make-pseudo", "random walk (+ dense CRF) pseudo labels for a split", "wsss.psa.make_pseudo",
+            trains=lambda ctx, a: ctx.layout.network_dir("psa")),
+    Command("make-psa-pseudo", "PSA: random walk (+ dense CRF) pseudo labels for a split", "wsss.psa.make_pseudo",
             lambda step, ctx, a: f"pseudo labels: {step.run(ctx, a.split, a.data_root, a.checkpoint)}",
-            (_data(with_checkpoint=True),), workers_key="walk.workers"),
-    Command("eval-pseudo", "score CAM, CAM+RW and CAM+RW+CRF against masks (PSA's or IRN's walk)",
-            "wsss.psa.eval_pseudo",
+            (_data(with_checkpoint=True),), workers_key="psa.workers"),
+    Command("eval-pseudo", "score CAM, CAM+RW and CAM+RW+CRF against masks (the walk of the run's method)",
+            "wsss.walk.evaluate",
             lambda step, ctx, a: step.run(ctx, a.split, a.data_root), (_data(),), read_only=True),
     Command("tune", "sweep the random walk's hyperparameters on a labelled subset (PSA's, or IRN's with "
                     "pipeline: irn)", None, _tune, (_data(), _tune_args), read_only=True),
@@ -376,7 +373,7 @@ COMMANDS: tuple[Command, ...] = (
             (_train_split_arg,), workers_key="irn.workers"),
     Command("train-irn", "IRN: train the class-boundary network on the seeds' inter-pixel relations", "wsss.irn.train",
             lambda step, ctx, a: f"IRN boundary network: {step.run(ctx)}", (_train_args,),
-            trains=lambda ctx, a: ctx.layout.irn_dir),
+            trains=lambda ctx, a: ctx.layout.network_dir("irn")),
     Command("make-irn-pseudo", "IRN: boundary-aware random walk (+ dense CRF) pseudo labels for a split",
             "wsss.irn.make_pseudo",
             lambda step, ctx, a: f"pseudo labels: {step.run(ctx, a.split, a.data_root, a.checkpoint)}",
@@ -487,6 +484,17 @@ def discard_stage(stage_dir: Path) -> None:
         stage_dir.rmdir()
 
 
+def upgrade_command(argv: list[str]) -> list[str]:
+    """``argv`` with a command of an earlier version (``make-aff-labels``) renamed to today's, and a
+    line saying so; the help lists today's names only."""
+    position = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if position is None or argv[position] not in RENAMED_COMMANDS:
+        return argv
+    new = RENAMED_COMMANDS[argv[position]]
+    print(f"wsss: `wsss {argv[position]}` is now `wsss {new}`", file=sys.stderr)
+    return [*argv[:position], new, *argv[position + 1:]]
+
+
 def _dispatch(args) -> int:
     command = COMMANDS_BY_NAME[args.command]
     step = importlib.import_module(command.module) if command.module else None
@@ -513,7 +521,7 @@ def _dispatch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(upgrade_command(list(sys.argv[1:] if argv is None else argv)))
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
     prefix = "wsss"
     torchrun, rank = _launched_by_torchrun()

@@ -20,9 +20,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .errors import WsssError
 from .names import name_problem
 
+log = logging.getLogger("wsss")
+
 # Inference shrinks images with a longer side first and writes its outputs at the image's size.
 # A 6000x4000 photo took 8.4 GB in predict and 16.5 GB to over 22 GB in make-cam at full size;
-# with these defaults 0.8 GB and 0.7-1.2 GB (scales up to 2) -- BENCHMARKS.md, issue 14.
+# with these defaults 0.8 GB and 0.7-1.2 GB (scales up to 2) (docs/notes/benchmarks-history.md, large photos).
 DEFAULT_MAX_SIDE = 1024  # predict --max-side, wsss.Predictor
 DEFAULT_CAM_MAX_SIDE = 640  # cam.max_side: the network sees it times the largest of cam.scales
 
@@ -166,7 +168,7 @@ class CamConfig(TrainStageConfig):
     # image's size): bounds memory; VOC, COCO and MSRC images are smaller. null = as they are.
     max_side: Optional[int] = Field(DEFAULT_CAM_MAX_SIDE, ge=16)
     # The background threshold t* that every `auto` setting downstream derives its own from (seeds,
-    # the walk's background, the saliency cue's power), found without masks (wsss.cam.threshold):
+    # the walk's background, the saliency cue's power), found without masks (wsss.cues.cam_threshold):
     # auto (= evidence: the largest threshold whose region keeps 90% of the classifier's score),
     # otsu (Otsu's threshold of the train CAMs' max values), a number, or masks: eval-cam's best
     # against the train masks, a named opt-in for ablations that needs masks of the train split.
@@ -197,8 +199,10 @@ class SeedConfig(Section):
     seed_crf: bool = True
 
 
-class AffinityConfig(TrainStageConfig, SeedConfig):
-    """AffinityNet: seeds from CAMs, pair labels within ``radius``, training (PSA train_aff.py)."""
+class PsaConfig(TrainStageConfig, SeedConfig):
+    """PSA (AffinityNet, Ahn & Kwak 2018): seeds from CAMs, AffinityNet trained on the pair labels
+    within ``radius`` (PSA train_aff.py), and its random walk T = D^-1 A^beta for ``steps`` steps,
+    then the CRF (PSA infer_aff.py)."""
 
     output_stride: Literal[8, 16, 32] = 16
     radius: int = Field(5, ge=1)
@@ -211,24 +215,26 @@ class AffinityConfig(TrainStageConfig, SeedConfig):
     epochs: int = Field(8, ge=1)
     lr: float = Field(0.1, gt=0)
     head_lr_mult: float = Field(10.0, gt=0)
-
-
-class WalkConfig(Section):
-    """Random walk with T = D^-1 A^beta for ``steps`` steps, then CRF (PSA infer_aff.py)."""
-
+    # the walk
     beta: float = Field(8.0, gt=0)
     steps: WalkSteps = 256
-    # Background score of the walk's input: (1 - max CAM)^alpha; "auto" -> threshold t* * bg_factor.
-    alpha: Optional[float] = 16.0
-    bg_factor: float = Field(1.0, gt=0)
+    # Background score of the walk's input: (1 - max CAM)^walk_alpha; null -> the alpha of the
+    # threshold t* * walk_bg_factor.
+    walk_alpha: Optional[float] = 16.0
+    walk_bg_factor: float = Field(1.0, gt=0)
     crf: bool = True
     # The walked scores are flat compared with a softmax: p^k (renormalised) before the CRF
     # weights the unary term k times against the pairwise ones (1 = feed them as they are).
     crf_power: float = Field(1.0, gt=0)
     save_scores: bool = False
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
-    # worker processes of make-aff-labels and make-pseudo (dense CRF is CPU-bound); 0 = one per core
+    # worker processes of make-psa-labels and make-psa-pseudo (dense CRF is CPU-bound); 0 = one per core
     workers: Workers = 1
+
+
+PSA_WALK_SETTINGS = {"beta", "steps", "walk_alpha", "walk_bg_factor", "crf", "crf_power", "save_scores",
+                     "eval_splits", "workers"}
+"""What only PSA's walk (and its per-image steps) use: changing it must not retrain AffinityNet."""
 
 
 class IrnConfig(TrainStageConfig, SeedConfig):
@@ -271,7 +277,7 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     # background threshold, (1 - c)^alpha = c) walked with the CAMs, no (1 - B) factor
     walk_background: Literal["constant", "walked"] = "constant"
     crf: bool = True  # also the pseudo labels after a dense CRF (rw_crf/); train-seg then uses those
-    crf_power: float = Field(1.0, gt=0)  # the CRF's unary from scores^power, as walk.crf_power
+    crf_power: float = Field(1.0, gt=0)  # the CRF's unary from scores^power, as psa.crf_power
     eval_splits: list[str] = Field(default_factory=lambda: ["train"])
     # worker processes of make-irn-labels and make-irn-pseudo on CPU; 0 = one per core
     workers: Workers = 1
@@ -406,7 +412,7 @@ class SsnetConfig(Section):
     # "map" aggregates S = sum_i v_i H_i at the network's stride and upsamples S; "logits"
     # upsamples the class logits to the input size first, as Ls1 is trained (sharper borders).
     saliency_upsample: Literal["map", "logits"] = "map"
-    # a two-label dense CRF on [1 - S, S] (S min-max normalised; DSS's settings, wsss.ssnet.saliency)
+    # a two-label dense CRF on [1 - S, S] (S min-max normalised; DSS's settings, wsss.inference.saliency)
     saliency_crf: bool = False
     # eval-ssnet scores saliency single-scale and, when true, also over eval_scales + flip (on
     # ECSSD's 1000 images ~6x the time of single-scale: 1.1 s/image at stride 8 on one CPU thread)
@@ -426,7 +432,7 @@ class SaliencyCueConfig(Section):
     * ``walk_weight`` w: the walk's background score b = (1 - w) (1 - max CAM)^alpha + w (1 - S)^gamma
       (IRN with its constant background: (1 - w) c + w (1 - S)^gamma).
 
-    Thresholds from data as ``aff.seeds: auto``, no mask read: s* is Otsu's threshold of the train
+    Thresholds from data as ``psa.seeds: auto``, no mask read: s* is Otsu's threshold of the train
     split's maps (``threshold``),
     s_fg = s* + fg_margin (1 - s*), s_bg = s* bg_factor; gamma solves (1 - s*)^gamma = t*, the
     CAMs' background threshold, so that at S = s* the background score is the CAMs' own decision
@@ -435,14 +441,14 @@ class SaliencyCueConfig(Section):
     checkpoint: Optional[Path] = None  # an SSNet model.pt (train-ssnet); relative to the working directory
     scales: Scales = Field(default_factory=lambda: [1.0])
     flip: bool = True
-    crf: bool = False      # the two-label CRF on each map (wsss.ssnet.saliency, DSS's settings)
+    crf: bool = False      # the two-label CRF on each map (wsss.inference.saliency, DSS's settings)
     upsample: Literal["map", "logits"] = "map"
     long_side: Optional[int] = Field(320, ge=16)  # the network sees images shrunk to it (its training scale)
     workers: Workers = 1
     seeds: bool = False
     # s*: auto (= otsu: Otsu's threshold of the train maps), cams (the threshold whose salient
     # region agrees best with the CAMs' foreground at t*), a number, or masks: make-saliency's best
-    # against the train masks, a named opt-in for ablations (wsss.ssnet.make_saliency)
+    # against the train masks, a named opt-in for ablations (wsss.cues.saliency)
     threshold: Union[Literal["auto", "otsu", "cams", "masks"], Fraction] = "auto"
     fg_margin: float = Field(0.0, ge=0, lt=1)
     bg_factor: float = Field(0.5, gt=0, le=1)
@@ -465,12 +471,12 @@ class SaliencyCueConfig(Section):
 class PipelineConfig(Section):
     """A pipeline from tagged images to pseudo labels and a segmentation model.
 
-    ``pipeline`` picks what ``wsss run`` does: ``affinity`` (AffinityNet/PSA: cam, aff, walk,
-    seg sections), ``irn`` (IRN: cam, irn, seg sections) or ``ssnet`` (SSNet: the ssnet section).
+    ``pipeline`` picks the method ``wsss run`` runs (``wsss.methods``): ``psa`` (AffinityNet: cam,
+    psa, seg sections), ``irn`` (IRN: cam, irn, seg sections) or ``ssnet`` (SSNet: the ssnet section).
     """
 
     name: FileName = "run"  # the run directory's default: runs/<name>
-    pipeline: Literal["affinity", "irn", "ssnet"] = "affinity"
+    pipeline: Literal["psa", "irn", "ssnet"] = "psa"
     seed: Seed = 0
     device: str = "auto"
     num_workers: Workers = 0
@@ -485,8 +491,7 @@ class PipelineConfig(Section):
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     cam: CamConfig = Field(default_factory=CamConfig)
     crf: CrfConfig = Field(default_factory=CrfConfig)
-    aff: AffinityConfig = Field(default_factory=AffinityConfig)
-    walk: WalkConfig = Field(default_factory=WalkConfig)
+    psa: PsaConfig = Field(default_factory=PsaConfig)
     irn: IrnConfig = Field(default_factory=IrnConfig)
     seg: SegConfig = Field(default_factory=SegConfig)
     ssnet: SsnetConfig = Field(default_factory=SsnetConfig)
@@ -560,6 +565,47 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
+LEGACY_SECTIONS = {"aff": ("psa", {}), "walk": ("psa", {"alpha": "walk_alpha", "bg_factor": "walk_bg_factor"})}
+"""Config sections of earlier versions -> (today's section, renamed keys): PSA's settings were
+split over ``aff`` and ``walk``; its pipeline was called ``affinity``."""
+
+
+def upgrade_legacy_keys(tree: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """A config tree of an earlier version (``pipeline: affinity``, ``aff:``, ``walk:``) in today's
+    keys, with one deprecation line per old name (``warn``); today's keys win where both are set."""
+    tree = dict(tree)
+    say = log.warning if warn else log.debug
+    if tree.get("pipeline") == "affinity":
+        say("pipeline: affinity is now called pipeline: psa; reading it as psa")
+        tree["pipeline"] = "psa"
+    for old, (new, renamed) in LEGACY_SECTIONS.items():
+        if old not in tree:
+            continue
+        section = tree.pop(old)
+        if not isinstance(section, dict):
+            raise WsssError(f"{old}: a section of settings was expected (it is now {new}:)")
+        target = tree.setdefault(new, {})
+        if not isinstance(target, dict):
+            raise WsssError(f"{new}: a section of settings was expected")
+        moved = {renamed.get(key, key): value for key, value in section.items()}
+        say("the %s: section is now part of %s:%s; reading it so", old, new,
+            "".join(f", {old}.{k} as {new}.{v}" for k, v in renamed.items() if k in section))
+        tree[new] = {**moved, **target}
+    return tree
+
+
+def upgrade_override(item: str) -> str:
+    """``--set aff.KEY=V`` / ``walk.KEY=V`` of an earlier version in today's key, with a line saying so."""
+    key, sep, value = item.partition("=")
+    section, dot, rest = key.strip().partition(".")
+    if section not in LEGACY_SECTIONS or not dot:
+        return item
+    new, renamed = LEGACY_SECTIONS[section]
+    upgraded = f"{new}.{renamed.get(rest, rest)}"
+    log.warning("--set %s: %s is now %s", item, key.strip(), upgraded)
+    return f"{upgraded}{sep}{value}"
+
+
 def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate."""
     tree: dict[str, Any] = {}
@@ -588,7 +634,7 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: list[str] |
         if not isinstance(tree, dict):
             raise WsssError(f"{path}: a config must be a mapping of sections")
     overrides = overrides or []
-    tree = apply_overrides(tree, overrides)
+    tree = upgrade_legacy_keys(apply_overrides(upgrade_legacy_keys(tree), [upgrade_override(o) for o in overrides]))
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from .io import IGNORE_INDEX
+import numpy as np
+from tqdm import tqdm
+
+from .errors import WsssError
+from .io import IGNORE_INDEX, load_mask
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
@@ -142,3 +146,15 @@ class SaliencyScores:
                 "s_measure": round(float(self._s.get_results()["sm"]), 4),
                 "mean_e": round(float(self._e.get_results()["em"]["curve"].mean()), 4),
                 "best_threshold": 255 - best, "num_images": self.count}
+
+
+def score_label_dir(voc, folder: Path, progress: bool = True, desc: str = "eval") -> np.ndarray:
+    """(C, C) confusion of the PNG label maps in ``folder`` against the split's masks."""
+    conf = np.zeros((voc.num_classes, voc.num_classes), dtype=np.int64)
+    for index in tqdm(range(len(voc)), desc=desc, unit="img", disable=not progress, dynamic_ncols=True):
+        path = folder / f"{voc.ids[index]}.png"
+        if not path.exists():
+            raise WsssError(f"{path}: label map missing; run the stage that writes {folder} first")
+        pred = load_mask(path)
+        conf += confusion_matrix(pred, voc.load_mask(index, pred.shape), voc.num_classes)
+    return conf

@@ -65,25 +65,3 @@ def labelled_maps(cam: torch.Tensor, label: torch.Tensor | np.ndarray) -> tuple[
     return cam[torch.as_tensor(keys, dtype=torch.long, device=cam.device)], keys
 
 
-def cam_to_label(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
-    """Segmentation from normalised CAMs with a constant background score.
-
-    Args:
-        cams: (K, H, W) normalised CAMs; keys: (K,) foreground indices (class = key + 1).
-        threshold: background score; a pixel is background unless some CAM exceeds it.
-    Returns:
-        (H, W) uint8 class map (0 = background).
-    """
-    if len(keys) == 0:
-        return np.zeros(cams.shape[1:], dtype=np.uint8)
-    best = cams.argmax(axis=0)
-    labels = (np.asarray(keys) + 1)[best]
-    return np.where(cams.max(axis=0) > threshold, labels, 0).astype(np.uint8)
-
-
-def background_score(cams: torch.Tensor | np.ndarray, alpha: float):
-    """AffinityNet Eq. (1): background score (1 - max_c M_c)^alpha, (K, H, W) -> (H, W)."""
-    if cams.shape[0] == 0:
-        return np.ones(cams.shape[1:], dtype=np.float32) if isinstance(cams, np.ndarray) else torch.ones(cams.shape[1:])
-    peak = cams.max(axis=0) if isinstance(cams, np.ndarray) else cams.max(dim=0).values
-    return (1 - peak) ** alpha

@@ -14,14 +14,12 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
+from ..cues.cam import cam_dir, cam_to_label, load_cam
 from ..distributed import on_main_process
 from ..errors import WsssError
-from ..io import read_json, save_json
+from ..io import save_json
 from ..metrics import confusion_matrix, format_iou_table, mean_iou, segmentation_report
 from ..run.context import RunContext
-from .algorithm import cam_to_label
-from .make import cam_dir, load_cam
-from .threshold import mask_free_threshold
 
 log = logging.getLogger("wsss")
 
@@ -39,24 +37,6 @@ def sweep_confusions(voc, folder: Path, thresholds: list[float], progress: bool 
         for t, threshold in enumerate(thresholds):
             confusions[t] += confusion_matrix(cam_to_label(cams, keys, threshold), gt, num_classes)
     return confusions
-
-
-def cam_background_threshold(ctx: RunContext, instead: str = "a fixed threshold") -> float:
-    """The CAMs' background threshold t* that the ``auto`` settings of later stages derive theirs
-    from, as ``cam.bg_threshold`` says: a number; mask-free from the train CAMs (auto, evidence,
-    otsu: :mod:`wsss.cam.threshold`); or, with the named opt-in ``masks``, the threshold at which the
-    train CAMs scored best against the train masks (eval-cam's result; ``instead``: the setting
-    to use without it, for the error)."""
-    source = ctx.config.cam.bg_threshold
-    if isinstance(source, float):
-        return source
-    if source != "masks":
-        return mask_free_threshold(ctx, "evidence" if source == "auto" else source)
-    path = ctx.layout.eval_file("cam", ctx.config.data.train_split)
-    if not path.exists():
-        raise WsssError(f"{path}: not found; cam.bg_threshold: masks needs `wsss eval-cam` on the train split (with "
-                        f"masks) first (or set cam.bg_threshold: auto, or {instead})")
-    return float(read_json(path)["best_threshold"])
 
 
 @on_main_process  # scoring is not sharded: rank 0 scores, the others wait

@@ -18,45 +18,21 @@ import numpy as np
 import torch
 
 from ..amp import autocast, autocast_dtype
+from ..cues.cam import cam_dir
 from ..engine import model_fingerprint
 from ..errors import WsssError
 from ..inference import image_tensor, shrink_to_max_side
-from ..io import load_npz, save_npz
+from ..io import save_npz
 from ..models import load_model
 from ..run.context import RunContext, required_model
-from ..run.per_image import output_settings, run_per_image
-from .algorithm import labelled_maps, multiscale_cam, normalize_cam, upsample_cams
+from ..run.per_image import run_per_image
+from .algorithm import cam_from_features, labelled_maps, multiscale_cam, normalize_cam, upsample_cams
 
 log = logging.getLogger("wsss")
 
 
-def cam_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
-    return ctx.layout.cams(ctx.output_name(split, root))
-
-
-def load_cam(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """((K, H, W) float32 normalised CAMs, (K,) foreground class indices) of one image."""
-    data = load_npz(path)
-    return data["cams"].astype(np.float32), data["keys"].astype(np.int64)
-
-
 def classifier_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
     return required_model(checkpoint, ctx.layout.cam_model, "CAM classifier", "train-cam")
-
-
-def load_cam_with_image(folder: Path, voc, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(CAMs (K, H, W), keys (K,), image (H, W, 3)) of one image, checked to be the same size."""
-    path = folder / f"{voc.ids[index]}.npz"
-    cams, keys = load_cam(path)
-    image = voc.load_image(index)
-    if cams.shape[1:] != image.shape[:2]:
-        raise WsssError(f"{path}: CAM size differs from its image; delete it and re-run make-cam")
-    return cams, keys, image
-
-
-def cam_settings(ctx: RunContext, split: str, root: Optional[Path] = None) -> Optional[dict]:
-    """The settings the split's CAMs were made with (None before make-cam ran)."""
-    return output_settings(cam_dir(ctx, split, root))
 
 
 def load_cam_model(ctx: RunContext, checkpoint: Optional[Path], class_names: list[str]):
@@ -77,7 +53,7 @@ class CamMaker:
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
         with autocast(self.ctx.device, self.amp):
-            return self.model.cam(images).float()
+            return cam_from_features(self.model.features(images), self.model.classifier.weight).float()
 
     def __call__(self, index: int) -> None:
         cfg = self.ctx.config

@@ -13,7 +13,7 @@ github.com/jiwoon-ahn/irn (misc/indexing.py, step/train_irn.py). Tags used below
               The code trains on (pos + neg) / 2 with pos = L+_bg / 2 + L+_fg / 2 (its class-
               boundary part of the total loss), i.e. L+_bg / 4 + L+_fg / 4 + L- / 2, logs with
               eps 1e-5, means over the pairs of the whole batch: exactly AffinityNet's loss
-              (``wsss.affinity.affinity_loss``), which is reused here.
+              (``wsss.walk.affinity.affinity_loss``), which is reused here.
 
 Shapes: ``B`` a batch, ``h, w`` the boundary map's grid (stride 4), ``K`` pair offsets.
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..affinity import _offset_list, _pair_valid, affinity_loss
+from ..walk.affinity import _offset_list, _pair_valid, affinity_loss
 
 __all__ = ["path_pixels", "path_max_affinity", "boundary_loss"]
 
@@ -61,7 +61,7 @@ def path_max_affinity(boundary: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor
             ``pair_offsets(5, half=True)`` (the walk).
 
     Returns:
-        ``(affinity, valid)``, the layout of ``wsss.affinity.affinity_from_features``:
+        ``(affinity, valid)``, the layout of ``wsss.walk.affinity.affinity_from_features``:
         affinity: (B, K, h, w) or (K, h, w), ``boundary``'s dtype, differentiable; entry
             [k, y, x] is a_ij for i = (y, x), j = (y + dy_k, x + dx_k), and 0 where j leaves
             the image.
@@ -108,7 +108,7 @@ def boundary_loss(
         bg_pos, fg_pos, neg: bool (B, K, h, w) pair labels (``relation_labels``).
 
     Returns:
-        ``(loss, stats)`` of ``wsss.affinity.affinity_loss``: L+_bg / 4 + L+_fg / 4 + L- / 2, a
+        ``(loss, stats)`` of ``wsss.walk.affinity.affinity_loss``: L+_bg / 4 + L+_fg / 4 + L- / 2, a
         differentiable 0-dim tensor, and the terms and pair counts as Python numbers.
     """
     affinity, _ = path_max_affinity(boundary, offsets)

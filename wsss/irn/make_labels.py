@@ -1,6 +1,6 @@
 """`wsss make-irn-labels`: IRN's confident seeds from the CAMs, the labels its boundary network
 learns inter-pixel relations from (IRN Sec. 3.1; its make_ir_label.py). The stage is PSA's
-(``write_seed_labels``) with IRN's thresholds: a threshold c is the alpha with (1 - c)^alpha = c.
+(:func:`wsss.walk.labels.write_seed_labels`) with IRN's thresholds: a threshold c is the alpha with (1 - c)^alpha = c.
 
 Per image: confident foreground where the CAM exceeds ``irn.seed_fg_threshold`` (IRN 0.30),
 confident background where every CAM is below ``irn.seed_bg_threshold`` (0.05), each refined by
@@ -15,10 +15,9 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..cam.evaluate import cam_background_threshold
-from ..cam.seeds import auto_seed_thresholds
-from ..psa.make_aff_labels import write_seed_labels
+from ..cues.cam_threshold import auto_seed_thresholds, cam_background_threshold
 from ..run.context import RunContext
+from ..walk.labels import write_seed_labels
 from .relations import threshold_alphas
 
 log = logging.getLogger("wsss")
@@ -38,6 +37,6 @@ def run(ctx: RunContext, split: Optional[str] = None) -> Path:
     split = split or ctx.config.data.train_split
     thresholds = seed_thresholds(ctx)
     log.info("make-irn-labels: confident foreground above %.3g, background below %.3g", *thresholds)
-    return write_seed_labels(ctx, "make-irn-labels", split, ctx.layout.irn_seed_labels(split),
+    return write_seed_labels(ctx, "make-irn-labels", split, ctx.layout.seed_labels("irn", split),
                              threshold_alphas(*thresholds), ctx.config.irn.seed_crf, ctx.config.irn.workers,
                              {"thresholds": thresholds})

@@ -8,8 +8,8 @@ their maximum, they compete with a constant background score (``irn.walk_bg_thre
 IRN 0.25). Written per image, atomically, as VOC-palette PNGs into the run's pseudo-label
 folders, where eval-pseudo, train-seg and the report read them:
 
-    pseudo/<split>/rw/<id>.png       after the walk
-    pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when irn.crf)
+    irn_pseudo/<split>/rw/<id>.png       after the walk
+    irn_pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when irn.crf)
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..affinity import walk_on_grid
 from ..amp import autocast, autocast_dtype
-from ..cam.evaluate import cam_background_threshold
-from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, mixed_background, scores_with_background
+from ..cues.cam import cam_dir, cam_settings, load_cam_with_image
+from ..cues.cam_threshold import cam_background_threshold
+from ..cues.saliency import SaliencyCue, saliency_dir, walk_cue
 from ..engine import model_fingerprint
 from ..inference import image_tensor
 from ..models import load_model
 from ..models.irn import IRNet
-from ..psa.make_pseudo import save_walk_labels
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from ..ssnet.make_saliency import SaliencyCue, saliency_dir, walk_cue
+from ..walk.affinity import walk_on_grid
+from ..walk.labels import save_walk_labels
+from ..walk.seeds import alpha_for_threshold, mixed_background, scores_with_background
 from .walk import boundary_walk, walk_scores, walked_background_scores
 
 log = logging.getLogger("wsss")
@@ -48,7 +48,7 @@ def walk_background(ctx: RunContext) -> float:
 
 
 def irn_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
-    return required_model(checkpoint, ctx.layout.irn_model, "IRN boundary network", "train-irn")
+    return required_model(checkpoint, ctx.layout.network_model("irn"), "IRN boundary network", "train-irn")
 
 
 def load_irn_model(ctx: RunContext, checkpoint: Optional[Path] = None) -> IRNet:
@@ -90,7 +90,7 @@ class IrnPseudoLabeler:
     def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path],
                  bg_threshold: float, cue: Optional[SaliencyCue] = None):
         self.ctx, self.voc = ctx, ctx.dataset(split, root)
-        self.cams, self.out = cam_dir(ctx, split, root), ctx.layout.pseudo(ctx.output_name(split, root))
+        self.cams, self.out = cam_dir(ctx, split, root), ctx.layout.pseudo("irn", ctx.output_name(split, root))
         self.model, self.bg_threshold = load_irn_model(ctx, checkpoint), bg_threshold
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
         self.cue, self.saliency = cue, saliency_dir(ctx, split, root)
@@ -112,7 +112,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     """Write IRN's pseudo labels of every image of ``split``; returns the output folder."""
     split = split or ctx.config.data.train_split
     voc = ctx.dataset(split, root)
-    out = ctx.layout.pseudo(ctx.output_name(split, root))
+    out = ctx.layout.pseudo("irn", ctx.output_name(split, root))
     irn = ctx.config.irn
     bg_threshold = walk_background(ctx)
     settings = {"method": "irn", "irn_net": model_fingerprint(irn_file(ctx, checkpoint)), "bg_threshold": bg_threshold,

@@ -14,7 +14,7 @@ github.com/jiwoon-ahn/irn (step/cam_to_ir_label.py, voc12/dataloader.py). Tags u
             end are in none.
 
 These are AffinityNet's seeds and pair labels with IRN's thresholds and radius, so this module
-is a thin layer over ``wsss.cam.seeds.seed_labels`` and ``wsss.affinity.pair_labels``.
+is a thin layer over ``wsss.walk.seeds.seed_labels`` and ``wsss.walk.affinity.pair_labels``.
 
 Shapes: ``K`` CAM channels (the image's classes) or pair offsets, ``H, W`` the CAM (image)
 grid, ``h, w`` the stride-4 grid, ``B`` a batch.
@@ -27,8 +27,8 @@ from typing import Callable, Optional
 import numpy as np
 from torch import Tensor
 
-from ..affinity import pair_labels, pair_offsets
-from ..cam.seeds import alpha_for_threshold, seed_labels
+from ..walk.affinity import pair_labels, pair_offsets
+from ..walk.seeds import alpha_for_threshold, seed_labels
 
 __all__ = [
     "IRN_SEED_FG_THRESHOLD",
@@ -51,7 +51,7 @@ IRN_LABEL_RADIUS = 10
 
 
 def threshold_alphas(fg_threshold: float, bg_threshold: float) -> tuple[float, float]:
-    """[seeds] (alpha_fg, alpha_bg) of ``wsss.cam.seeds.seed_labels`` that select exactly the
+    """[seeds] (alpha_fg, alpha_bg) of ``wsss.walk.seeds.seed_labels`` that select exactly the
     pixels above ``fg_threshold`` / below ``bg_threshold`` (see :func:`confident_seeds`)."""
     if not 0 < bg_threshold <= fg_threshold < 1:
         raise ValueError(
@@ -70,8 +70,8 @@ def confident_seeds(
     """[seeds] Confident foreground / background / unknown from normalised CAMs.
 
     A constant background score c against the CAMs and the score (1 - max_c M_c)^alpha of
-    ``wsss.cam.seeds`` pick the same arg-max when (1 - c)^alpha = c, so the thresholds become
-    alphas (``alpha_for_threshold``) and ``wsss.cam.seeds.seed_labels`` does the work: without
+    ``wsss.walk.seeds`` pick the same arg-max when (1 - c)^alpha = c, so the thresholds become
+    alphas (``alpha_for_threshold``) and ``wsss.walk.seeds.seed_labels`` does the work: without
     ``refine`` the result is exactly IRN's rule (foreground: max CAM > ``fg_threshold``, labelled
     with the arg-max class; background: max CAM < ``bg_threshold``).
 
@@ -79,8 +79,8 @@ def confident_seeds(
         cams: (K, H, W) CAMs of the image's classes, each normalised to max 1.
         keys: (K,) class indices of those channels (foreground label = key + 1).
         fg_threshold: the high threshold; IRN 0.30. For data-derived thresholds, PSA's
-            ``aff.seeds: auto`` rule gives them from the CAMs' best threshold t*
-            (t* + fg_margin (1 - t*) and t* bg_factor, ``wsss.psa.make_aff_labels``).
+            ``psa.seeds: auto`` rule gives them from the CAMs' best threshold t*
+            (t* + fg_margin (1 - t*) and t* bg_factor, ``wsss.psa.make_labels``).
         bg_threshold: the low threshold, 0 < bg_threshold <= fg_threshold < 1; IRN 0.05.
         refine: optional dense CRF, (K+1, H, W) probabilities -> (K+1, H, W) probabilities,
             applied to each of the two maps (IRN refines both with a CRF).
@@ -93,7 +93,7 @@ def confident_seeds(
 
 def relation_offsets(radius: int = IRN_LABEL_RADIUS) -> Tensor:
     """[pairs] The (K, 2) long (dy, dx) half offsets within ``radius`` (152 for IRN's 10), in
-    ``wsss.affinity.pair_offsets`` order: the pair layout of every (…, K, h, w) tensor here."""
+    ``wsss.walk.affinity.pair_offsets`` order: the pair layout of every (…, K, h, w) tensor here."""
     return pair_offsets(radius, half=True)
 
 
@@ -103,7 +103,7 @@ def relation_labels(seeds: Tensor, radius: int = IRN_LABEL_RADIUS) -> tuple[Tens
     Args:
         seeds: (h, w) or (B, h, w) integer map: 0 background, 1..254 foreground classes, 255
             unknown, e.g. ``confident_seeds`` brought to the grid by nearest sampling (IRN:
-            a 1/4 nearest resize; ``wsss.affinity.downsample_labels`` does it).
+            a 1/4 nearest resize; ``wsss.walk.affinity.downsample_labels`` does it).
         radius: gamma of [pairs]; IRN 10.
 
     Returns:

@@ -17,7 +17,6 @@ from typing import Optional
 
 import torch
 
-from ..affinity import downsample_labels
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
 from ..engine import TrainJob, config_fingerprint, seed_everything, skip_finished, train
@@ -26,6 +25,7 @@ from ..models import build_model
 from ..models.irn import IRNet
 from ..run.context import RunContext
 from ..run.per_image import output_settings
+from ..walk.affinity import downsample_labels
 from .boundary import boundary_loss
 from .relations import relation_labels, relation_offsets
 
@@ -67,12 +67,12 @@ def run(ctx: RunContext, max_steps: Optional[int] = None) -> Path:
     """Train (or resume, or skip when finished) the boundary network; returns model.pt's path."""
     cfg = ctx.config
     voc = ctx.dataset(cfg.data.train_split)
-    seed_dir = ctx.layout.irn_seed_labels(cfg.data.train_split)
+    seed_dir = ctx.layout.seed_labels("irn", cfg.data.train_split)
     missing = [i for i in voc.ids if not (seed_dir / f"{i}.png").exists()]
     if missing:
         raise WsssError(f"{seed_dir / missing[0]}.png: IRN seed labels missing; run `wsss make-irn-labels` first")
     fingerprint = irn_fingerprint(ctx, output_settings(seed_dir) or {})
-    final = ctx.layout.irn_model
+    final = ctx.layout.network_model("irn")
     if skip_finished("train-irn", final, fingerprint):
         return final
     seed_everything(cfg.seed)
@@ -82,7 +82,7 @@ def run(ctx: RunContext, max_steps: Optional[int] = None) -> Path:
     job = TrainJob(
         kind=KIND, model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, JointAugment.from_config(cfg.irn), cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)),
-        loss_fn=BoundaryLoss(cfg.irn.radius), optim=cfg.irn, out_dir=ctx.layout.irn_dir, fingerprint=fingerprint,
+        loss_fn=BoundaryLoss(cfg.irn.radius), optim=cfg.irn, out_dir=ctx.layout.network_dir("irn"), fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
         meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.irn.output_stride,
               "options": options},

@@ -1,4 +1,4 @@
-"""IRN's walk for `wsss tune` (the sweep is :func:`wsss.psa.tune.sweep`): the class-boundary map is
+"""IRN's walk for `wsss tune` (the sweep is :func:`wsss.walk.tune.sweep`): the class-boundary map is
 computed once per image; each setting walks the CAMs with it and arg-maxes them against a
 constant background score."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from ..amp import autocast_dtype
-from ..cam.seeds import scores_to_labels
-from ..psa.tune import Walker, sweep
 from ..run.context import RunContext
+from ..walk.seeds import scores_to_labels
+from ..walk.tune import Walker, sweep
 from .make_pseudo import boundary_map, load_irn_model, walked_scores
 
 

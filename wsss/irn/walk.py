@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..affinity import pair_offsets, random_walk
+from ..walk.affinity import pair_offsets, random_walk
 from .boundary import path_max_affinity
 
 __all__ = ["IRN_WALK_RADIUS", "IRN_BETA", "IRN_STEPS", "IRN_SEM_BG_THRESHOLD", "boundary_walk", "walk_scores"]
@@ -54,7 +54,7 @@ def boundary_walk(
             image's classes, each normalised to max 1; no background channel).
         boundary: (h, w) or (1, h, w) class-boundary map B in [0, 1] (IRN: the sigmoid of the
             mean of the logits of the image and of its flip, ``IRNet.boundary_with_flip``).
-        radius, beta, steps: as in ``wsss.affinity.random_walk``; IRN 5, 10, 256.
+        radius, beta, steps: as in ``wsss.walk.affinity.random_walk``; IRN 5, 10, 256.
 
     Returns:
         (C, h, w) walked maps, ``cam``'s dtype and device, no gradient.
@@ -76,7 +76,7 @@ def walked_background_scores(
     scores: Tensor, boundary: Tensor, *, radius: int = IRN_WALK_RADIUS, beta: float = IRN_BETA, steps: int = IRN_STEPS
 ) -> Tensor:
     """PSA's walk input on IRN's affinities: (K+1, h, w) scores with the background score first
-    (``wsss.cam.seeds.scores_with_background`` on the grid) -> the same, walked with T from the
+    (``wsss.walk.seeds.scores_with_background`` on the grid) -> the same, walked with T from the
     boundary map's path maxima. No channel is multiplied by 1 - B: background and classes spread
     alike, and the arg-max decides between them as in PSA."""
     with torch.no_grad():
@@ -95,7 +95,7 @@ def walk_scores(
     divided by their maximum over all classes and pixels (IRN; with ``normalize`` False they
     stay on the scale of the CAMs they were walked from, each normalised to max 1 before the
     walk, whose column-stochastic T keeps their mass), and a constant ``bg_threshold``
-    channel is put in front. ``wsss.cam.seeds.scores_to_labels(scores, keys)`` arg-maxes them into
+    channel is put in front. ``wsss.walk.seeds.scores_to_labels(scores, keys)`` arg-maxes them into
     a label map, as for PSA's walked scores.
 
     Returns:

@@ -65,7 +65,7 @@ MODEL_KINDS: dict[str, Callable[..., nn.Module]] = {
 # for error messages: what each kind is called, and the command that trains it
 _TITLES = {"cam": "CAM classifier", "affinity": "AffinityNet", "irn": "IRN boundary network",
            "segmentation": "segmentation", "ssnet": "SSNet"}
-_TRAINED_BY = {"cam": "train-cam", "affinity": "train-aff", "irn": "train-irn", "segmentation": "train-seg",
+_TRAINED_BY = {"cam": "train-cam", "affinity": "train-psa", "irn": "train-irn", "segmentation": "train-seg",
                "ssnet": "train-ssnet"}
 
 

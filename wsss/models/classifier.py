@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..cam.algorithm import cam_from_features
 from .backbone import Backbone
 
 
@@ -13,7 +12,8 @@ class CamNet(nn.Module):
     """Multi-label classifier whose 1x1 classifier doubles as the CAM projector.
 
     forward: (B, 3, H, W) 0..255 RGB -> (B, C) logits over the C foreground classes.
-    cam:     (B, 3, H, W) -> (B, C, h, w) ReLU'd class activation maps at the backbone stride.
+    features: (B, 3, H, W) -> (B, D, h, w) the last backbone level, which the classifier's
+              weights project to CAMs (``wsss.cam.algorithm.cam_from_features``).
     """
 
     def __init__(self, backbone: Backbone, num_classes: int):
@@ -23,12 +23,11 @@ class CamNet(nn.Module):
         nn.init.xavier_uniform_(self.classifier.weight)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images)[-1]
-        pooled = features.mean(dim=(2, 3), keepdim=True)
+        pooled = self.features(images).mean(dim=(2, 3), keepdim=True)
         return self.classifier(pooled).flatten(1)
 
-    def cam(self, images: torch.Tensor) -> torch.Tensor:
-        return cam_from_features(self.backbone(images)[-1], self.classifier.weight)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)[-1]
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Pretrained weights (base rate) and new layers (trained at ``head_lr_mult`` x the rate)."""

@@ -18,7 +18,7 @@ class SaliencyAggregation(nn.Module):
     The reference code applies a convolution as large as the whole feature map (an FC layer on
     the flattened map) and a sigmoid; global average pooling + a linear layer does the same job
     for any input size. The sigmoid is applied by the losses (in log space) and by
-    ``wsss.ssnet.saliency_map``.
+    ``wsss.inference.saliency.saliency_map``.
     """
 
     def __init__(self, in_channels: int, num_foreground: int):

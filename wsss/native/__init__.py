@@ -2,7 +2,7 @@
 
 Only the random walk's hot loop lives here (``random_walk.cpp``): ``mean_abs_diffs``, the L1
 distances between every pixel and its neighbours that make AffinityNet's affinities
-(``wsss.affinity``). The pure-torch version needs three passes over memory per offset and
+(``wsss.walk.affinity``). The pure-torch version needs three passes over memory per offset and
 took about half of a random walk's time on CPU; the fused kernel is about 3x faster.
 (A stencil kernel for the walk's matrix products was tried too and was no faster than
 torch's CSR product on 2 threads, so the products stay in torch.)
@@ -86,7 +86,7 @@ def _build() -> ModuleType:
     A built kernel is loaded directly (``stamp.json`` records the hash of what it was built
     from), not through ``cpp_extension.load``: that takes torch's build lock, a plain file,
     on every call, and a process killed while holding it (say a worker of a stopped
-    make-pseudo) would leave every later load waiting forever. Builds are serialised by an
+    make-psa-pseudo) would leave every later load waiting forever. Builds are serialised by an
     ``flock``, which the kernel releases when its holder dies; whoever holds it removes a
     torch lock file left behind by a killed build.
     """

@@ -1,4 +1,4 @@
-"""Step 6: pseudo labels: CAM with background -> random walk -> upsample -> dense CRF -> argmax.
+"""`wsss make-psa-pseudo`: pseudo labels: CAM with background -> random walk -> upsample -> dense CRF -> argmax.
 
 PSA's infer_aff.py: the CAMs of the image's classes, with background score (1 - max)^alpha
 (mixed with SSNet's saliency, (1 - w) (1 - max)^alpha + w (1 - S)^gamma, when
@@ -6,9 +6,9 @@ PSA's infer_aff.py: the CAMs of the image's classes, with background score (1 - 
 vec(M*) = T^t vec(M) with T = D^-1 A^beta (Eq. 11-12), upsampled to the image, refined by
 dense CRF and arg-maxed. Written per image, atomically, as VOC-palette PNGs:
 
-    pseudo/<split>/rw/<id>.png       after the random walk
-    pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when walk.crf)
-    pseudo/<split>/scores/<id>.npz   the walk's class scores (when walk.save_scores)
+    psa_pseudo/<split>/rw/<id>.png       after the random walk
+    psa_pseudo/<split>/rw_crf/<id>.png   after the CRF as well (when psa.crf)
+    psa_pseudo/<split>/scores/<id>.npz   the walk's class scores (when psa.save_scores)
 """
 
 from __future__ import annotations
@@ -20,42 +20,37 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..affinity import random_walk, walk_on_grid
 from ..amp import autocast, autocast_dtype
-from ..cam.evaluate import cam_background_threshold
-from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
-from ..config import CrfConfig
-from ..crf import crf_refiner, scores_to_probabilities
+from ..cues.cam import cam_dir, cam_settings, load_cam_with_image
+from ..cues.cam_threshold import cam_background_threshold
+from ..cues.saliency import SaliencyCue, saliency_dir, walk_cue
 from ..engine import model_fingerprint
 from ..inference import image_tensor
-from ..io import save_npz, save_palette_png
+from ..io import save_npz
 from ..models import load_model
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from ..ssnet.make_saliency import SaliencyCue, saliency_dir, walk_cue
+from ..walk.affinity import random_walk, walk_on_grid
+from ..walk.labels import save_walk_labels
+from ..walk.seeds import alpha_for_threshold, scores_with_background
 
 log = logging.getLogger("wsss")
 
 
-def pseudo_dir(ctx: RunContext, split: str, root: Optional[Path] = None) -> Path:
-    return ctx.layout.pseudo(ctx.output_name(split, root))
-
-
 def walk_alpha(ctx: RunContext) -> float:
     """The background exponent of the walk's input: configured, or from the CAMs' best threshold."""
-    walk = ctx.config.walk
-    if walk.alpha is not None:
-        return walk.alpha
-    return alpha_for_threshold(min(0.95, cam_background_threshold(ctx, "walk.alpha") * walk.bg_factor))
+    psa = ctx.config.psa
+    if psa.walk_alpha is not None:
+        return psa.walk_alpha
+    return alpha_for_threshold(min(0.95, cam_background_threshold(ctx, "psa.walk_alpha") * psa.walk_bg_factor))
 
 
 def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
-    return required_model(checkpoint, ctx.layout.affinity_model, "AffinityNet", "train-aff")
+    return required_model(checkpoint, ctx.layout.network_model("psa"), "AffinityNet", "train-psa")
 
 
 def load_affinity_model(ctx: RunContext, checkpoint: Optional[Path] = None):
-    return load_model(affinity_file(ctx, checkpoint), ctx.device, "affinity", ctx.config.aff.output_stride,
+    return load_model(affinity_file(ctx, checkpoint), ctx.device, "affinity", ctx.config.psa.output_stride,
                       ctx.model_defaults()).model
 
 
@@ -69,24 +64,13 @@ def walk_scores(features: torch.Tensor, scores: np.ndarray, radius: int, beta: f
                         lambda low: random_walk(low, features, radius=radius, beta=beta, steps=steps))
 
 
-def save_walk_labels(out: Path, image_id: str, image: np.ndarray, scores: np.ndarray, keys: np.ndarray,
-                     crf: Optional[CrfConfig], crf_power: float) -> None:
-    """Write a walk's labels of one image, PSA's or IRN's: ``rw_crf/<id>.png`` from the (K+1, H, W)
-    ``scores`` (background first) refined by the dense CRF (when ``crf``, its unary
-    scores^crf_power), then ``rw/<id>.png``, written last: its presence marks the image finished."""
-    if crf is not None:
-        refined = crf_refiner(crf, image)(scores_to_probabilities(scores, crf_power))
-        save_palette_png(out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
-    save_palette_png(out / "rw" / f"{image_id}.png", scores_to_labels(scores, keys))
-
-
 class PseudoLabeler:
     """Per-image job: walk, CRF, write (built inside each worker process)."""
 
     def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], alpha: float,
                  cue: Optional[SaliencyCue] = None):
         self.ctx, self.voc = ctx, ctx.dataset(split, root)
-        self.cams, self.out, self.alpha = cam_dir(ctx, split, root), pseudo_dir(ctx, split, root), alpha
+        self.cams, self.out, self.alpha = cam_dir(ctx, split, root), ctx.layout.pseudo("psa", ctx.output_name(split, root)), alpha
         self.model = load_affinity_model(ctx, checkpoint)
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
         self.cue, self.saliency = cue, saliency_dir(ctx, split, root)
@@ -100,28 +84,28 @@ class PseudoLabeler:
         with torch.inference_mode():
             with autocast(self.ctx.device, self.amp):  # the network only; the walk runs in float32
                 features = self.model(image_tensor(image, self.ctx.device)[None])[0].float()
-            walked = walk_scores(features, scores, cfg.aff.radius, cfg.walk.beta, cfg.walk.steps).cpu().numpy()
-        if cfg.walk.save_scores:
+            walked = walk_scores(features, scores, cfg.psa.radius, cfg.psa.beta, cfg.psa.steps).cpu().numpy()
+        if cfg.psa.save_scores:
             save_npz(self.out / "scores" / f"{image_id}.npz", scores=walked.astype(np.float16), keys=keys)
-        save_walk_labels(self.out, image_id, image, walked, keys, cfg.crf if cfg.walk.crf else None, cfg.walk.crf_power)
+        save_walk_labels(self.out, image_id, image, walked, keys, cfg.crf if cfg.psa.crf else None, cfg.psa.crf_power)
 
 
 def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = None,
         checkpoint: Optional[Path] = None) -> Path:
     split = split or ctx.config.data.train_split
     voc = ctx.dataset(split, root)
-    out = pseudo_dir(ctx, split, root)
+    out = ctx.layout.pseudo("psa", ctx.output_name(split, root))
     alpha = walk_alpha(ctx)
     weights = affinity_file(ctx, checkpoint)
-    walk = ctx.config.walk
+    walk = ctx.config.psa
     settings = {"affinity_net": model_fingerprint(weights), "alpha": alpha,
-                "beta": walk.beta, "steps": walk.steps, "radius": ctx.config.aff.radius,
+                "beta": walk.beta, "steps": walk.steps, "radius": walk.radius,
                 "crf": ctx.config.crf.model_dump() if walk.crf else None, "crf_power": walk.crf_power,
                 "scores": walk.save_scores, "cams": cam_settings(ctx, split, root), **ctx.precision_setting()}
     cue = walk_cue(ctx)
     if cue is not None:
         settings["saliency"] = cue.walk_settings(ctx, split, root)
     # rw/<id>.png, written last, marks a finished image
-    run_per_image(ctx, "make-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
-                  PseudoLabeler, (ctx, split, root, checkpoint, alpha, cue), walk.workers, f"make-pseudo {split}")
+    run_per_image(ctx, "make-psa-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
+                  PseudoLabeler, (ctx, split, root, checkpoint, alpha, cue), walk.workers, f"make-psa-pseudo {split}")
     return out

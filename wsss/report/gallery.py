@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from ..cam.algorithm import cam_to_label
+from ..cues.cam import cam_to_label
 from ..errors import WsssError
 from ..io import VOC_PALETTE, load_mask, load_npz
 from ..metrics import confusion_matrix, mean_iou
@@ -158,8 +158,8 @@ class GalleryBuilder:
                             "pass --data-root")
         self.names = self.voc.class_names
         self.cam_dir = run.layout.cams(split)
-        self.rw_dir = run.layout.pseudo_labels(split, crf=False)
-        self.rw_crf_dir = run.layout.pseudo_labels(split, crf=True)
+        self.rw_dir = run.layout.pseudo_labels(run.method.name, split, crf=False)
+        self.rw_crf_dir = run.layout.pseudo_labels(run.method.name, split, crf=True)
         self.threshold = self._cam_threshold()
         self.device = device
         self._predictors: dict[str, object] = {}
@@ -249,7 +249,7 @@ class GalleryBuilder:
     def predictor(self, kind: str):
         """The run's segmentation model (``seg`` or ``seg_gt``) as a single-scale Predictor, or None."""
         if kind not in self._predictors:
-            from ..predict import Predictor
+            from ..inference.predictor import Predictor
 
             path = self.run.layout.seg_model(_LABELS[kind])
             self._predictors[kind] = None
@@ -305,7 +305,7 @@ def build_galleries(run: RunData, images: Optional[list[str]] = None, device: st
     galleries, notes = [], []
     val = run.section("data").get("val_split")
     for split in run.splits():
-        made = run.layout.cams(split).is_dir() or run.layout.pseudo(split).is_dir()
+        made = run.layout.cams(split).is_dir() or run.layout.pseudo(run.method.name, split).is_dir()
         if not (made or (split == val and run.layout.seg_model().exists())):
             continue
         try:

@@ -17,7 +17,7 @@ import yaml
 from ..io import VOC_PALETTE
 from . import svg
 from .gallery import Gallery, Tile, build_galleries
-from .run_data import NO_GROUND_TRUTH, NOT_RUN, PIPELINE_STAGES, RunData, format_metrics, is_number
+from .run_data import NO_GROUND_TRUTH, NOT_RUN, RunData, format_metrics, is_number
 
 log = logging.getLogger("wsss")
 
@@ -116,7 +116,7 @@ def run_section(run: RunData) -> str:
         parts.append(html_table(["stage", "wall time"], rows, "timings", numeric=(1,)))
         parts.append('<p class="sub">As recorded by the last <code>wsss run</code> that reached each stage; a stage '
                      "that found its work already done records the time it took to check.</p>")
-        absent = [s for s in PIPELINE_STAGES.get(run.pipeline, ())
+        absent = [s for s in run.method.timed_stages
                   if not any(k.split("/")[0] == s for k in timings)]
         if absent:
             parts.append(missing(f"no wall time recorded for {', '.join(absent)} (not run, or run as a separate "
@@ -212,7 +212,7 @@ def metrics_section(run: RunData) -> str:
 def training_section(run: RunData) -> str:
     parts = ['<h2 id="training">Training</h2>']
     charts = []
-    known = ["cam", "aff", "seg", "seg_gt"]  # pipeline order first, then any other trained stage
+    known = ["cam", "psa", "irn", "seg", "seg_gt"]  # pipeline order first, then any other trained stage
     stages = sorted(run.train_logs, key=lambda s: (known.index(s) if s in known else len(known), s))
     for stage in stages:
         records = run.train_logs[stage]
@@ -240,7 +240,7 @@ def training_section(run: RunData) -> str:
         parts.append('<div class="plots">' + "".join(f'<div class="plot-box">{c}</div>' for c in charts) + "</div>")
     else:
         parts.append(missing("no training log: no stage was trained in this run directory"))
-    for stage in ("cam", "aff", "seg"):  # the AffinityNet pipeline's trained stages
+    for stage in ("cam", run.method.name, "seg") if run.method.walk else ():  # a seed-and-walk method's trained stages
         if stage not in run.train_logs:
             parts.append(missing(f"{stage}: not trained (no {stage}/train_log.jsonl)"))
     return "".join(parts)

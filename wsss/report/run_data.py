@@ -17,10 +17,12 @@ from typing import Any, Optional
 
 import yaml
 
+from ..config import upgrade_legacy_keys
 from ..data.voc import VocDataset
 from ..errors import WsssError
 from ..io import read_json
-from ..run.layout import RunLayout
+from ..methods import METHODS, RENAMED_COMMANDS, Method
+from ..run.layout import RunLayout, upgrade_legacy_layout
 
 # summary.json keys that hold no metrics
 NON_METRIC_KEYS = {"timings_s"}
@@ -55,13 +57,6 @@ METRIC_FORMATS = {
 # The column of saliency scores (SSNet): measured on held-out saliency images and on saliency
 # benchmarks (ECSSD, ...), not on a split.
 SALIENCY_COLUMN = "saliency"
-
-# Per pipeline: the training/inference stages whose wall time a complete `wsss run` records.
-PIPELINE_STAGES = {
-    "affinity": ("train-cam", "train-aff", "make-pseudo", "train-seg"),
-    "irn": ("train-cam", "train-irn", "make-irn-pseudo", "train-seg"),
-    "ssnet": ("train-ssnet", "make-ssnet-pseudo", "eval-ssnet"),
-}
 
 NOT_RUN = "not run"
 NO_GROUND_TRUTH = "no ground truth"
@@ -169,11 +164,14 @@ class RunData:
         self.layout = RunLayout(self.run_dir)
         if not self.run_dir.is_dir():
             raise WsssError(f"{self.run_dir}: run directory not found; pass the --run-dir of a `wsss run`")
+        upgrade_legacy_layout(self.run_dir)
         config_path = self.layout.config
         self.config: dict[str, Any] = {}
         if config_path.exists():
             try:
                 self.config = yaml.safe_load(config_path.read_text()) or {}
+                # a run of an earlier version reads in today's keys
+                self.config = upgrade_legacy_keys(self.config, warn=False) if isinstance(self.config, dict) else {}
             except yaml.YAMLError as exc:
                 raise WsssError(f"{config_path}: not valid YAML ({exc})") from None
         self.summary: dict = read_json(self.layout.summary, {})
@@ -245,19 +243,21 @@ class RunData:
     # --- metrics ------------------------------------------------------------------------------------
     @property
     def pipeline(self) -> str:
-        """The config's ``pipeline`` (``affinity`` or ``ssnet``; configs older than the key are affinity)."""
-        return str(self.config.get("pipeline") or "affinity")
+        """The config's ``pipeline``: its method (configs older than the key are PSA's)."""
+        return str(self.config.get("pipeline") or "psa")
+
+    @property
+    def method(self) -> Method:
+        return METHODS.get(self.pipeline, METHODS["psa"])
 
     def expected_stages(self) -> list[tuple[str, str]]:
         """(stage, split) pairs the config asks its pipeline to score."""
-        data, cam, walk = self.section("data"), self.section("cam"), self.section("walk")
-        if self.pipeline == "ssnet":
+        data, cam, walk = self.section("data"), self.section("cam"), self.section(self.method.name)
+        if not self.method.walk:
             train, val = data.get("train_split") or "train", data.get("val_split")
             expected = [("ssnet1/pseudo_seg", train), ("ssnet2/pseudo_seg", train)]
             return expected + ([("ssnet1/seg", val), ("ssnet2/seg", val)] if val else [])
         expected = [("cam", s) for s in cam.get("eval_splits", [])]
-        if self.pipeline == "irn":  # its walk's settings are in the irn section
-            walk = self.section("irn")
         for split in walk.get("eval_splits", []):
             expected.append(("rw", split))
             if walk.get("crf", True):
@@ -295,8 +295,10 @@ class RunData:
         # outputs made on a split without masks: say why they have no score
         for split in self.splits():
             if self.has_ground_truth(split) is False:
-                for stage, folder in (("cam", self.layout.cams(split)), ("rw", self.layout.pseudo_labels(split, crf=False)),
-                                      ("rw_crf", self.layout.pseudo_labels(split, crf=True))):
+                method = self.method.name
+                for stage, folder in (("cam", self.layout.cams(split)),
+                                      ("rw", self.layout.pseudo_labels(method, split, crf=False)),
+                                      ("rw_crf", self.layout.pseudo_labels(method, split, crf=True))):
                     if folder.is_dir():
                         rows.setdefault(stage, MetricRow(stage, stage_title(stage))).cells.setdefault(split, NO_GROUND_TRUTH)
         order = list(STAGE_TITLES)
@@ -373,5 +375,9 @@ class RunData:
         return None
 
     def timings(self) -> dict[str, float]:
+        """Wall time per stage; a stage of an earlier version under today's command name."""
         timings = self.summary.get("timings_s", {})
-        return {k: float(v) for k, v in timings.items() if is_number(v)} if isinstance(timings, dict) else {}
+        if not isinstance(timings, dict):
+            return {}
+        renamed = lambda key: "/".join([RENAMED_COMMANDS.get(key.split("/")[0], key.split("/")[0]), *key.split("/")[1:]])  # noqa: E731
+        return {renamed(k): float(v) for k, v in timings.items() if is_number(v)}

@@ -6,4 +6,5 @@
     provenance.py  run_info.json: versions, commit, hardware
     timer.py       the stage clock of `wsss run`
     closing.py     the stage table and the closing lines of `wsss run`
+    lock.py        one command per run directory
 """

@@ -8,11 +8,21 @@ their own photos with the model the run just trained, and how to start on their 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import report
 from .context import RunContext
+
+
+@dataclass
+class RunOutcome:
+    """What a finished ``wsss run`` hands to its closing lines: the scores, the final model, and
+    whether that model also gives saliency maps (SSNet)."""
+
+    summary: dict
+    model: Path
+    saliency: bool = False
 
 
 def stage_table(summary: dict) -> str:
@@ -48,9 +58,9 @@ def next_steps(predictions: Path, model: Path, report_path: Optional[Path], sali
     return "\n".join(lines)
 
 
-def finish(ctx: RunContext, summary: dict, model: Path, saliency: bool = False) -> None:
-    """Print the stage table, write the run report (a failure there is logged, never raised) and
-    print the next steps for the run's final ``model``."""
-    print("\n" + stage_table(summary))
-    report_path = report.run_safely(ctx.run_dir)  # logs and returns None on failure: the results above stay
-    print(next_steps(ctx.layout.predictions, model, report_path, saliency))
+def finish(ctx: RunContext, outcome: RunOutcome, write_report) -> None:
+    """Print the stage table, write the run report with ``write_report(run_dir) -> path or None``
+    (a failure there is logged, never raised) and print the next steps for the run's final model."""
+    print("\n" + stage_table(outcome.summary))
+    report_path = write_report(ctx.run_dir)  # None on failure: the results above stay
+    print(next_steps(ctx.layout.predictions, outcome.model, report_path, outcome.saliency))

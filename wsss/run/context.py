@@ -19,7 +19,7 @@ from ..engine.device import resolve_device
 from ..errors import WsssError
 from ..io import atomic_path, read_json, save_json
 from ..names import check_name
-from .layout import RunLayout
+from .layout import RunLayout, upgrade_legacy_layout
 from .provenance import run_info
 
 log = logging.getLogger("wsss")
@@ -63,11 +63,21 @@ class RunContext:
         amp = autocast_dtype(self.config.amp, self.device)
         return {} if amp is None else {"precision": dtype_name(amp)}
 
+    @property
+    def method(self) -> str:
+        """The run's method (``pipeline:``): psa, irn or ssnet. A seed-and-walk method keeps its
+        settings in the config section of its name and its outputs in folders of its name."""
+        return self.config.pipeline
+
+    def pseudo_dir(self, split: str, root: Optional[Path] = None) -> Path:
+        """The run's method's pseudo labels of a split (``rw/``, ``rw_crf/`` below it)."""
+        return self.layout.pseudo(self.method, self.output_name(split, root))
+
     def pseudo_label_dir(self, split: str, root: Optional[Path] = None) -> Path:
         """The random walk's pseudo labels of a split that train the segmentation network: after
-        the CRF when the pipeline's walk ran it (walk.crf for PSA, irn.crf for IRN)."""
-        crf = self.config.irn.crf if self.config.pipeline == "irn" else self.config.walk.crf
-        return self.layout.pseudo_labels(self.output_name(split, root), crf)
+        the CRF when the method's walk ran it (``psa.crf``, ``irn.crf``)."""
+        crf = getattr(self.config, self.method).crf
+        return self.layout.pseudo_labels(self.method, self.output_name(split, root), crf)
 
     def backbone_weights(self) -> dict:
         """How a stage that trains starts its backbone: ImageNet weights, or the user's checkpoint."""
@@ -97,6 +107,7 @@ class RunContext:
         except OSError as exc:
             raise WsssError(f"{self.run_dir}: run directory is not writable ({exc}); choose another --run-dir") from None
         add_file_logging(self.layout.log)
+        upgrade_legacy_layout(self.run_dir)
         if self.config.data.demo is not None:
             self.data_root()  # generated here, once, before other ranks read it
 
@@ -170,3 +181,4 @@ def required_model(checkpoint: Optional[Path], default: Path, what: str, command
     if not path.exists():
         raise WsssError(f"{path}: {what} not found; run `wsss {command}` first or pass --checkpoint")
     return path
+

@@ -10,19 +10,19 @@ there, the report and the evaluations read there.
     <run>/cam/                             CAM classifier: model.pt, checkpoint.pt, train_log.jsonl
     <run>/cams/<name>/<id>.npz             CAMs (float16) of a split
     <run>/saliency/<name>/<id>.png         saliency maps (0-255) of a split, the cue of PSA / IRN
-    <run>/aff_labels/<split>/<id>.png      PSA: confident seeds (0 bg, class, 255 unknown)
-    <run>/aff/                             PSA: AffinityNet
-    <run>/irn_labels/<split>/<id>.png      IRN: confident seeds (0 bg, class, 255 unknown)
-    <run>/irn/                             IRN: the class-boundary network
-    <run>/pseudo/<name>/rw|rw_crf/<id>.png the run's pseudo labels after the random walk (+ CRF),
-                                           PSA's or IRN's (pipeline:)
-    <run>/pseudo/<name>/scores/<id>.npz    PSA: the walk's class scores (walk.save_scores)
+    <run>/<m>_labels/<split>/<id>.png      a seed-and-walk method <m> (psa, irn): its confident seeds
+                                           (0 bg, class, 255 unknown)
+    <run>/<m>/                             its network: AffinityNet (psa), the class-boundary network (irn)
+    <run>/<m>_pseudo/<name>/rw|rw_crf/<id>.png   its pseudo labels after the random walk (+ CRF)
+    <run>/psa_pseudo/<name>/scores/<id>.npz      PSA: the walk's class scores (psa.save_scores)
     <run>/seg/, <run>/seg_gt/              the segmentation network on pseudo labels / ground truth
     <run>/ssnet1/, <run>/ssnet2/           SSNet, stage 1 and 2
     <run>/ssnet/saliency_split.json        SSNet: the saliency ids trained on and held out
     <run>/ssnet_pseudo/stage<k>/<name>/seg|crf/<id>.png   SSNet: mined pseudo labels
     <run>/predictions/                     where `wsss predict` is pointed by the closing lines
 
+Each method has its own folders, so PSA's and IRN's results sit side by side in one run
+directory; the run's ``pipeline:`` says which of them trains the segmentation network.
 ``<name>`` is a split's output name: the split itself, or ``<dataset folder>-<split>`` for a
 dataset other than the config's (``RunContext.output_name``). Every per-image folder also holds
 ``settings.json``, the settings its files were made with.
@@ -30,8 +30,12 @@ dataset other than the config's (``RunContext.output_name``). Every per-image fo
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("wsss")
 
 FINAL_MODEL = "model.pt"
 """The final weights of a training stage (what later stages, predict and the report read)."""
@@ -98,38 +102,26 @@ class RunLayout:
         """Saliency maps of a split (make-saliency): ``<id>.png``, 8-bit grey, S x 255."""
         return self.root / "saliency" / name
 
-    # -------------------------------------------------------------------------- PSA
-    def seed_labels(self, split: str) -> Path:
-        return self.root / "aff_labels" / split
+    # ------------------------------------------- a seed-and-walk method's folders (PSA, IRN)
+    def seed_labels(self, method: str, split: str) -> Path:
+        """The confident seeds of a split that ``method``'s network learns from."""
+        return self.root / f"{method}_labels" / split
 
-    @property
-    def affinity_dir(self) -> Path:
-        return self.root / "aff"
+    def network_dir(self, method: str) -> Path:
+        """``method``'s network: AffinityNet (psa), the class-boundary network (irn)."""
+        return self.root / method
 
-    @property
-    def affinity_model(self) -> Path:
-        return self.affinity_dir / FINAL_MODEL
+    def network_model(self, method: str) -> Path:
+        return self.network_dir(method) / FINAL_MODEL
 
-    def pseudo(self, name: str) -> Path:
-        """The random walk's pseudo labels of a split (PSA's or IRN's): ``rw/``, ``rw_crf/`` and
-        ``scores/`` below it."""
-        return self.root / "pseudo" / name
+    def pseudo(self, method: str, name: str) -> Path:
+        """``method``'s random-walk pseudo labels of a split: ``rw/``, ``rw_crf/`` (and PSA's
+        ``scores/``) below it."""
+        return self.root / f"{method}_pseudo" / name
 
-    def pseudo_labels(self, name: str, crf: bool) -> Path:
+    def pseudo_labels(self, method: str, name: str, crf: bool) -> Path:
         """The pseudo labels that train the segmentation network: after the CRF when it ran."""
-        return self.pseudo(name) / ("rw_crf" if crf else "rw")
-
-    # -------------------------------------------------------------------------- IRN
-    def irn_seed_labels(self, split: str) -> Path:
-        return self.root / "irn_labels" / split
-
-    @property
-    def irn_dir(self) -> Path:
-        return self.root / "irn"
-
-    @property
-    def irn_model(self) -> Path:
-        return self.irn_dir / FINAL_MODEL
+        return self.pseudo(method, name) / ("rw_crf" if crf else "rw")
 
     # ----------------------------------------------------------------- segmentation
     def seg_dir(self, labels: str = "pseudo") -> Path:
@@ -160,9 +152,50 @@ class RunLayout:
 
     # ------------------------------------------------------------------ the report
     def split_names(self) -> list[str]:
-        """The splits that have CAMs or PSA pseudo labels in this run (sorted, may repeat)."""
+        """The splits that have CAMs or pseudo labels in this run (sorted, may repeat)."""
         found: list[str] = []
-        for folder in (self.root / "cams", self.root / "pseudo"):
+        for folder in [self.root / "cams", *sorted(self.root.glob("*_pseudo"))]:
             if folder.is_dir():
                 found += sorted(p.name for p in folder.iterdir() if p.is_dir())
         return found
+
+
+LEGACY_FOLDERS = {"aff_labels": "psa_labels", "aff": "psa"}
+"""Folders of run directories made before each method had its own: old name -> new name. Their
+``pseudo/<name>/`` went to ``psa_pseudo/`` or ``irn_pseudo/``, as their settings say."""
+
+
+def legacy_moves(root: Path) -> list[tuple[Path, Path]]:
+    """(old, new) folder renames that bring a run directory made before per-method folders to
+    today's layout; empty for a current one. Only wsss's own folders move, never onto a
+    folder that exists."""
+    root = Path(root)
+    moves = [(root / old, root / new) for old, new in LEGACY_FOLDERS.items()]
+    pseudo = root / "pseudo"
+    if pseudo.is_dir():
+        for folder in sorted(p for p in pseudo.iterdir() if p.is_dir()):
+            try:
+                settings = json.loads((folder / "settings.json").read_text())
+            except (OSError, ValueError):
+                continue
+            method = "irn" if settings.get("method") == "irn" else "psa" if "affinity_net" in settings else None
+            if method is not None:
+                moves.append((folder, root / f"{method}_pseudo" / folder.name))
+    return [(old, new) for old, new in moves if old.is_dir() and not new.exists()]
+
+
+def upgrade_legacy_layout(root: Path) -> list[tuple[Path, Path]]:
+    """Rename the folders of a run directory made before per-method folders (:func:`legacy_moves`);
+    returns what moved. Each move is one rename: a command killed half-way leaves a run
+    directory that the next command upgrades the rest of."""
+    moves = legacy_moves(root)
+    for old, new in moves:
+        new.parent.mkdir(parents=True, exist_ok=True)
+        old.rename(new)
+    legacy_pseudo = Path(root) / "pseudo"
+    if moves and legacy_pseudo.is_dir() and not any(legacy_pseudo.iterdir()):
+        legacy_pseudo.rmdir()
+    if moves:
+        log.info("%s: made by an earlier wsss; folders renamed to today's layout: %s", root,
+                 ", ".join(f"{old.relative_to(root)} -> {new.relative_to(root)}" for old, new in moves))
+    return moves

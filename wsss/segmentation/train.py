@@ -1,6 +1,6 @@
 """Step 7: train the segmentation network on the run's pseudo labels (or on ground truth).
 
-``seg.labels: pseudo`` reads the PNGs make-pseudo wrote (255 = ignore); ``gt`` trains the same
+``seg.labels: pseudo`` reads the PNGs the method's walk wrote (255 = ignore); ``gt`` trains the same
 network on the split's masks: the fully supervised upper bound the weak model is compared with.
 """
 
@@ -45,7 +45,8 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         folder = ctx.pseudo_label_dir(split)
         missing = [i for i in voc.ids if not (folder / f"{i}.png").exists()]
         if missing:
-            raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; run `wsss make-pseudo --split {split}` first")
+            raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; "
+                            f"run `wsss make-{ctx.method}-pseudo --split {split}` first")
         load_target = LabelMapFolder(folder, voc.ids)
     seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf")}
     made_with = {} if labels == "gt" else {"pseudo_labels": {"folder": folder.name, **(output_settings(folder.parent) or {})}}

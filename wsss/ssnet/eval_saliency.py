@@ -13,7 +13,7 @@ writes ``eval/saliency_<model>.json`` (``<model>``: the checkpoint's folder, e.g
 directory, one entry per dataset, and ``<model>/saliency/<dataset>`` into summary.json under the
 variant's name (:func:`variant_name`: ``single-scale`` by default, as ``eval-ssnet`` names it).
 
-Sharper maps (issue 13, ``wsss.ssnet.saliency``): ``--scales 0.75 1 1.25 --flip`` averages over
+Sharper maps (``wsss.inference.saliency``): ``--scales 0.75 1 1.25 --flip`` averages over
 scales and mirror images, ``--saliency-crf`` (or ``ssnet.saliency_crf``) refines each map with a
 two-label dense CRF, ``--set ssnet.saliency_upsample=logits`` aggregates S from upsampled logits.
 """
@@ -31,9 +31,9 @@ from tqdm import tqdm
 from ..data.saliency import SaliencyDataset, evaluation_ids
 from ..distributed import on_main_process
 from ..errors import WsssError
+from ..inference.predictor import Predictor
 from ..io import save_json
 from ..metrics import SaliencyScores
-from ..predict import Predictor
 from ..run.context import RunContext, required_model
 from ..run.layout import RunLayout
 from .train import model_path

@@ -15,11 +15,11 @@ from typing import Optional
 from ..data.saliency import SaliencyDataset
 from ..distributed import on_main_process
 from ..errors import WsssError
+from ..inference.predictor import Predictor
+from ..inference.scoring import score_segmentation
 from ..io import save_json
-from ..metrics import format_iou_table, segmentation_report
-from ..predict import Predictor
+from ..metrics import format_iou_table, score_label_dir, segmentation_report
 from ..run.context import RunContext, required_model
-from ..segmentation.evaluate import score_label_dir, score_segmentation
 from .eval_saliency import evaluation_set, format_saliency_table, score_saliency
 from .train import check_stage, model_path, pseudo_dir, saliency_root, saliency_split
 

@@ -31,19 +31,6 @@ import torch.nn.functional as F
 from ..io import IGNORE_INDEX
 
 
-def saliency_map(logits: torch.Tensor, v_logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: S = sum_i v_i H_i over the foreground classes.
-
-    Args:
-        logits: (B, C+1, H, W) segmentation logits (class 0 = background).
-        v_logits: (B, C) SAM logits; v = sigmoid(v_logits).
-    Returns:
-        (B, H, W) saliency in [0, 1].
-    """
-    probs = F.softmax(logits, dim=1)[:, 1:]
-    return (probs * torch.sigmoid(v_logits)[:, :, None, None]).sum(dim=1)
-
-
 def saliency_log_likelihoods(logits: torch.Tensor, v_logits: torch.Tensor, negative: str = "background"):
     """(log S, log N): log-likelihoods of "salient" and "not salient" at every pixel.
 

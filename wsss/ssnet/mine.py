@@ -25,11 +25,12 @@ import torch
 from ..crf import crf_refiner
 from ..engine import model_fingerprint
 from ..inference import image_tensor, multiscale_sum
+from ..inference.saliency import saliency_map
 from ..io import save_palette_png
 from ..models.ssnet import SSNet
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
-from .losses import restricted_probabilities, saliency_map
+from .losses import restricted_probabilities
 from .train import check_stage, load_ssnet, model_path, pseudo_dir
 
 log = logging.getLogger("wsss")

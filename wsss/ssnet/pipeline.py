@@ -1,4 +1,4 @@
-"""`wsss run` with ``pipeline: ssnet``: SSNet stage 1, pseudo labels, stage 2, scores.
+"""`wsss run` with ``pipeline: ssnet`` (``wsss.methods``): SSNet stage 1, pseudo labels, stage 2, scores.
 
 Each stage skips work it finds complete, so re-running the same command after an
 interruption continues where it stopped.
@@ -6,7 +6,7 @@ interruption continues where it stopped.
 
 from __future__ import annotations
 
-from ..run.closing import finish
+from ..run.closing import RunOutcome
 from ..run.context import RunContext
 from ..run.timer import StageTimer
 from . import evaluate as eval_ssnet
@@ -14,7 +14,7 @@ from . import mine as make_ssnet_pseudo
 from . import train as train_ssnet
 
 
-def run(ctx: RunContext) -> dict:
+def run(ctx: RunContext) -> RunOutcome:
     cfg = ctx.config
     train_split, val = cfg.data.train_split, cfg.data.val_split
     compare = cfg.ssnet.compare_stages
@@ -34,6 +34,4 @@ def run(ctx: RunContext) -> dict:
         timed(f"eval-ssnet-pseudo/2/{train_split}", eval_ssnet.run_pseudo, ctx, 2, train_split)
     if val:
         timed(f"eval-ssnet/2/{val}", eval_ssnet.run, ctx, 2, val)
-    summary = ctx.summary()
-    finish(ctx, summary, train_ssnet.model_path(ctx, 2), saliency=True)
-    return summary
+    return RunOutcome(ctx.summary(), train_ssnet.model_path(ctx, 2), saliency=True)

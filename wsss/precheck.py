@@ -13,8 +13,9 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import WsssError
-from .context import RunContext
+from .errors import WsssError
+from .methods import method_of
+from .run.context import RunContext
 
 log = logging.getLogger("wsss")
 
@@ -23,9 +24,9 @@ def _splits(ctx: RunContext) -> list[str]:
     """Every split of the configured dataset that `wsss run` reads, train first."""
     cfg = ctx.config
     splits = [cfg.data.train_split, *([cfg.data.val_split] if cfg.data.val_split else [])]
-    if cfg.pipeline != "ssnet":
+    if method_of(ctx.method).walk:
         splits += cfg.cam.eval_splits
-        splits += cfg.irn.eval_splits if cfg.pipeline == "irn" else cfg.walk.eval_splits
+        splits += getattr(cfg, ctx.method).eval_splits
     return list(dict.fromkeys(splits))
 
 
@@ -57,7 +58,7 @@ def _checks(ctx: RunContext) -> Iterator[Callable[[], None]]:
                                 f"masks (an opt-in for ablations); {fix}")
         return check
 
-    if cfg.pipeline != "ssnet":
+    if method_of(ctx.method).walk:
         if cfg.cam.bg_threshold == "masks":
             yield needs_train_masks("cam.bg_threshold", "masks", "use cam.bg_threshold: auto on tags only")
         if cfg.saliency.used and cfg.saliency.threshold == "masks":
@@ -67,7 +68,7 @@ def _checks(ctx: RunContext) -> Iterator[Callable[[], None]]:
         if cfg.saliency.used:
             yield _saliency_model_check(ctx)
     else:
-        from ..ssnet.evaluate import saliency_eval_sets
+        from .ssnet.evaluate import saliency_eval_sets
 
         yield lambda: saliency_eval_sets(ctx)
         if cfg.ssnet.saliency.demo is None:
@@ -78,7 +79,7 @@ def _checks(ctx: RunContext) -> Iterator[Callable[[], None]]:
 
 def _saliency_model_check(ctx: RunContext) -> Callable[[], None]:
     def check():
-        from ..ssnet.make_saliency import saliency_checkpoint, saliency_settings
+        from .cues.saliency import saliency_checkpoint, saliency_settings
 
         made = all(saliency_settings(ctx, split) is not None for split in _splits(ctx))
         if ctx.config.saliency.checkpoint is not None or not made:

@@ -13,7 +13,7 @@ any split from any saliency-capable checkpoint (``saliency.checkpoint``, or
                                            at thresholds 0.05..0.95, their best threshold s*, MAE
 
 The seeds and the walk read them through :func:`saliency_cue` (thresholds from s*, as
-``aff.seeds: auto`` derives the CAMs' from t*).
+``psa.seeds: auto`` derives the CAMs' from t*).
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ from typing import Optional
 
 import numpy as np
 
-from ..cam.evaluate import cam_background_threshold
-from ..cam.seeds import auto_seed_thresholds
 from ..distributed import on_main_process
 from ..errors import WsssError
+from ..inference.predictor import Predictor
 from ..io import IGNORE_INDEX, load_saliency_map, read_json, save_image, save_json
 from ..metrics import confusion_matrix, iou_per_class
 from ..models import load_model
-from ..predict import Predictor
 from ..run.context import RunContext
 from ..run.per_image import output_settings, run_per_image
+from .cam_threshold import auto_seed_thresholds, cam_background_threshold
 
 log = logging.getLogger("wsss")
 
@@ -213,8 +212,8 @@ def estimate_saliency_threshold(method: str, voc, maps: Path, cams: Optional[Pat
     ``otsu``, Otsu's threshold of the pooled saliency values (every image), or ``cams``, the
     agreement with the CAMs' foreground at t* (tagged images; CAMs in ``cams``). Returns (s*,
     what was measured)."""
-    from ..cam.make import load_cam
-    from ..cam.threshold import otsu_threshold
+    from .cam import load_cam
+    from .cam_threshold import otsu_threshold
 
     if method == "cams":
         tagged = [i for i in range(len(voc)) if voc.labels[i].any()]
@@ -245,7 +244,7 @@ def mask_free_saliency_threshold(ctx: RunContext, method: str) -> float:
     """s* of ``method`` for the run's train saliency maps, cached in
     ``eval/saliency_threshold_<split>.json`` with what it was made from (new maps or CAMs:
     estimated again)."""
-    from ..cam.make import cam_dir, cam_settings
+    from .cam import cam_dir, cam_settings
 
     split = ctx.config.data.train_split
     maps = _existing_maps(ctx, split, None)

@@ -30,6 +30,8 @@ import torch
 from ..config import ThresholdSweep
 from ..errors import WsssError
 from ..io import read_json, save_json
+from ..run.context import RunContext
+from .cam import cam_dir, cam_settings, load_cam
 
 log = logging.getLogger("wsss")
 
@@ -71,7 +73,6 @@ def evidence_threshold(net, voc, folder: Path, chosen: list[int], thresholds: li
     that the region above the lowest one gets (all that the CAMs touch, shown the same way), in
     the mean over ``chosen`` images: the classifier's own evidence, above t* lies what it needs
     to see."""
-    from .make import load_cam
 
     kept = np.zeros(len(thresholds))
     for index in chosen:
@@ -92,7 +93,6 @@ def estimate(method: str, voc, folder: Path, classifier: Optional[Path] = None,
     first ``limit`` of them spread over the split for evidence, which needs the CAM ``classifier``
     and the images, and tries ``thresholds``: eval-cam's sweep, ``cam.thresholds``, by default);
     returns (t*, what was measured)."""
-    from .make import load_cam
 
     tagged = [i for i in range(len(voc)) if voc.labels[i].any()]
     if not tagged:
@@ -117,7 +117,6 @@ def estimate(method: str, voc, folder: Path, classifier: Optional[Path] = None,
 def mask_free_threshold(ctx, method: str) -> float:
     """t* of ``method`` for the run's train CAMs, cached in ``eval/cam_threshold_<split>.json``
     with the CAMs' settings (new CAMs: estimated again)."""
-    from .make import cam_dir, cam_settings
 
     split = ctx.config.data.train_split
     folder = cam_dir(ctx, split)
@@ -138,3 +137,28 @@ def mask_free_threshold(ctx, method: str) -> float:
     log.info("background threshold t* = %.2f from the %s CAMs alone (%s; no mask read)", threshold, split, method)
     ctx.update_summary(f"cam_threshold/{split}", {"threshold": threshold, "method": method})
     return threshold
+
+
+def cam_background_threshold(ctx: RunContext, instead: str = "a fixed threshold") -> float:
+    """The CAMs' background threshold t* that the ``auto`` settings of later stages derive theirs
+    from, as ``cam.bg_threshold`` says: a number; mask-free from the train CAMs (auto, evidence,
+    otsu: :mod:`wsss.cues.cam_threshold`); or, with the named opt-in ``masks``, the threshold at which the
+    train CAMs scored best against the train masks (eval-cam's result; ``instead``: the setting
+    to use without it, for the error)."""
+    source = ctx.config.cam.bg_threshold
+    if isinstance(source, float):
+        return source
+    if source != "masks":
+        return mask_free_threshold(ctx, "evidence" if source == "auto" else source)
+    path = ctx.layout.eval_file("cam", ctx.config.data.train_split)
+    if not path.exists():
+        raise WsssError(f"{path}: not found; cam.bg_threshold: masks needs `wsss eval-cam` on the train split (with "
+                        f"masks) first (or set cam.bg_threshold: auto, or {instead})")
+    return float(read_json(path)["best_threshold"])
+
+
+def auto_seed_thresholds(best_threshold: float, fg_margin: float, bg_factor: float) -> tuple[float, float]:
+    """(confident-foreground, confident-background) CAM thresholds around the CAMs' best background
+    threshold t*: t* + fg_margin (1 - t*) and t* bg_factor (``seeds: auto`` of PSA and IRN)."""
+    t = best_threshold
+    return min(0.95, t + fg_margin * (1 - t)), max(0.01, t * bg_factor)

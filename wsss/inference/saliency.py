@@ -1,4 +1,4 @@
-"""SSNet's saliency map at inference, with sharper borders (issue 13, "sharp saliency").
+"""SSNet's saliency map S = sum_i v_i H_i (paper Eq. 1) at inference, with sharper borders.
 
 The network's class logits come at stride 8 or 16 (4 with ``head_skip``), so the map must be
 upsampled, and where that happens matters: S = sum_i v_i H_i is a sum of softmax outputs,
@@ -27,9 +27,21 @@ import torch
 import torch.nn.functional as F
 
 from ..crf import dense_crf
-from .losses import saliency_map
 
 UPSAMPLE_ORDERS = ("map", "logits")
+
+
+def saliency_map(logits: torch.Tensor, v_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: S = sum_i v_i H_i over the foreground classes.
+
+    Args:
+        logits: (B, C+1, H, W) segmentation logits (class 0 = background).
+        v_logits: (B, C) SAM logits; v = sigmoid(v_logits).
+    Returns:
+        (B, H, W) saliency in [0, 1].
+    """
+    probs = F.softmax(logits, dim=1)[:, 1:]
+    return (probs * torch.sigmoid(v_logits)[:, :, None, None]).sum(dim=1)
 
 
 def saliency_at(logits: torch.Tensor, v_logits: torch.Tensor, size: tuple[int, int], upsample: str = "map") -> torch.Tensor:

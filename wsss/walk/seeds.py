@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..cam.algorithm import background_score
+from ..cues.cam import background_score
 from ..io import IGNORE_INDEX
 
 
@@ -23,13 +23,6 @@ def alpha_for_threshold(threshold: float) -> float:
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     return math.log(threshold) / math.log(1 - threshold)
-
-
-def auto_seed_thresholds(best_threshold: float, fg_margin: float, bg_factor: float) -> tuple[float, float]:
-    """(confident-foreground, confident-background) CAM thresholds around the CAMs' best background
-    threshold t*: t* + fg_margin (1 - t*) and t* bg_factor (``seeds: auto`` of PSA and IRN)."""
-    t = best_threshold
-    return min(0.95, t + fg_margin * (1 - t)), max(0.01, t * bg_factor)
 
 
 def threshold_for_alpha(alpha: float) -> float:
@@ -48,7 +41,7 @@ def threshold_for_alpha(alpha: float) -> float:
 
 def mixed_background(cam_background: np.ndarray, saliency: Optional[np.ndarray], weight: float,
                      power: float) -> np.ndarray:
-    """The background score with saliency as its cue (wsss's PSA/IRN + SSNet, issue 17):
+    """The background score with saliency as its cue (wsss's PSA/IRN + SSNet):
     b = (1 - w) b_cam + w (1 - S)^gamma, (H, W) each -> (H, W) float32.
 
     ``cam_background``: the CAMs' own background score, (1 - max CAM)^alpha of AffinityNet Eq. (1)

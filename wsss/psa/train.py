@@ -1,4 +1,4 @@
-"""Step 5: train AffinityNet on pair labels from the seeds (PSA train_aff.py).
+"""`wsss train-psa`: train AffinityNet on pair labels from the seeds (PSA train_aff.py).
 
 Each augmented crop's seed map is brought to the feature stride; every pixel pair within the
 radius (each unordered pair once) is a positive (same class, split into background and
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..affinity import affinity_from_features, affinity_loss, downsample_labels, pair_labels, pair_offsets
+from ..config import PSA_WALK_SETTINGS
 from ..data.crops import AugmentedCrops, LabelMapFolder
 from ..data.transforms import JointAugment
 from ..engine import TrainJob, config_fingerprint, seed_everything, skip_finished, train
@@ -21,6 +21,7 @@ from ..models import build_model
 from ..models.affinity_net import AffinityNet
 from ..run.context import RunContext
 from ..run.per_image import output_settings
+from ..walk.affinity import affinity_from_features, affinity_loss, downsample_labels, pair_labels, pair_offsets
 
 log = logging.getLogger("wsss")
 
@@ -44,34 +45,37 @@ class AffinityLoss:
         return loss, stats
 
 
-def aff_fingerprint(ctx: RunContext, seeds: dict) -> str:
+def psa_fingerprint(ctx: RunContext, seeds: dict) -> str:
     """The training's settings, the seeds' (their CAMs, thresholds, saliency) among them: new
     seeds retrain AffinityNet."""
     cfg = ctx.config
-    return config_fingerprint({"aff": cfg.aff.model_dump(mode="json"), "backbone": cfg.backbone.model_dump(mode="json"),
+    # under the key and with the keys of the section it had before PSA's walk settings joined it,
+    # so that AffinityNets trained then still count as finished
+    training = {k: v for k, v in cfg.psa.model_dump(mode="json").items() if k not in PSA_WALK_SETTINGS}
+    return config_fingerprint({"aff": training, "backbone": cfg.backbone.model_dump(mode="json"),
                                "seeds": seeds, "split": cfg.data.train_split, "seed": cfg.seed})
 
 
 def run(ctx: RunContext, max_steps: int | None = None) -> Path:
     cfg = ctx.config
     voc = ctx.dataset(cfg.data.train_split)
-    seed_dir = ctx.layout.seed_labels(cfg.data.train_split)
+    seed_dir = ctx.layout.seed_labels("psa", cfg.data.train_split)
     missing = [i for i in voc.ids if not (seed_dir / f"{i}.png").exists()]
     if missing:
-        raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-aff-labels` first")
-    fingerprint = aff_fingerprint(ctx, output_settings(seed_dir) or {})
-    final = ctx.layout.affinity_model
-    if skip_finished("train-aff", final, fingerprint):
+        raise WsssError(f"{seed_dir / missing[0]}.png: seed labels missing; run `wsss make-psa-labels` first")
+    fingerprint = psa_fingerprint(ctx, output_settings(seed_dir) or {})
+    final = ctx.layout.network_model("psa")
+    if skip_finished("train-psa", final, fingerprint):
         return final
     seed_everything(cfg.seed)
-    model = build_model("affinity", cfg.backbone.name, cfg.aff.output_stride, voc.num_classes, **ctx.backbone_weights())
-    augment = JointAugment.from_config(cfg.aff)
+    model = build_model("affinity", cfg.backbone.name, cfg.psa.output_stride, voc.num_classes, **ctx.backbone_weights())
+    augment = JointAugment.from_config(cfg.psa)
     job = TrainJob(
         kind="affinity", model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, augment, cfg.seed, target=LabelMapFolder(seed_dir, voc.ids)),
-        loss_fn=AffinityLoss(cfg.aff.radius), optim=cfg.aff,
-        out_dir=ctx.layout.affinity_dir, fingerprint=fingerprint,
-        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.aff.output_stride},
+        loss_fn=AffinityLoss(cfg.psa.radius), optim=cfg.psa,
+        out_dir=ctx.layout.network_dir("psa"), fingerprint=fingerprint,
+        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": cfg.psa.output_stride},
         max_steps=max_steps, **ctx.train_options(),
     )
     return train(job)

@@ -1,9 +1,9 @@
-"""Step 4: confident seeds from CAMs, the labels AffinityNet learns pair affinities from.
+"""What PSA and IRN write the same way: the seed labels of a split (confident foreground and
+background from the CAMs, + dense CRF, + the saliency cue) and the labels of a walk (+ CRF).
 
-For each image: background score (1 - max CAM)^alpha at a low alpha (confident foreground)
-and a high alpha (confident background), each refined by dense CRF; everything else unknown.
-Written as palette PNGs ``aff_labels/<split>/<id>.png`` (0 bg, class, 255 unknown) at image
-resolution; train-aff downsamples them to the feature stride after augmentation.
+    <method>_labels/<split>/<id>.png       seeds: 0 background, class, 255 unknown
+    <method>_pseudo/<name>/rw/<id>.png     the walk's labels
+    <method>_pseudo/<name>/rw_crf/<id>.png the walk's labels after the dense CRF
 """
 
 from __future__ import annotations
@@ -12,30 +12,23 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from ..cam.evaluate import cam_background_threshold
-from ..cam.make import cam_dir, cam_settings, load_cam_with_image
-from ..cam.seeds import alpha_for_threshold, auto_seed_thresholds, saliency_guided_seeds, seed_labels
-from ..crf import crf_refiner
+import numpy as np
+
+from ..config import CrfConfig
+from ..crf import crf_refiner, scores_to_probabilities
+from ..cues.cam import cam_dir, cam_settings, load_cam_with_image
+from ..cues.saliency import SaliencyCue, load_saliency, saliency_dir, seed_cue
 from ..io import save_palette_png
 from ..run.context import RunContext
 from ..run.per_image import run_per_image
-from ..ssnet.make_saliency import SaliencyCue, load_saliency, saliency_dir, seed_cue
+from .seeds import saliency_guided_seeds, scores_to_labels, seed_labels
 
 log = logging.getLogger("wsss")
 
 
-def seed_alphas(ctx: RunContext) -> tuple[float, float]:
-    """(alpha for confident foreground, alpha for confident background)."""
-    aff = ctx.config.aff
-    if aff.seeds == "alpha":
-        return tuple(aff.seed_alphas)
-    fg, bg = auto_seed_thresholds(cam_background_threshold(ctx, "aff.seeds=alpha"), aff.fg_margin, aff.bg_factor)
-    return alpha_for_threshold(fg), alpha_for_threshold(bg)
-
-
 class SeedLabeler:
     """Per-image job (picklable factory for worker processes): the seeds of one image, written
-    into ``out`` (PSA's ``aff_labels/`` or IRN's ``irn_labels/``), corrected by saliency when the
+    into ``out`` (PSA's ``psa_labels/`` or IRN's ``irn_labels/``), corrected by saliency when the
     run's saliency cue says so (``saliency.seeds``)."""
 
     def __init__(self, ctx: RunContext, split: str, out: Path, alphas: tuple[float, float], crf: bool,
@@ -71,9 +64,12 @@ def write_seed_labels(ctx: RunContext, command: str, split: str, out: Path, alph
     return out
 
 
-def run(ctx: RunContext, split: Optional[str] = None) -> Path:
-    split = split or ctx.config.data.train_split
-    alphas = seed_alphas(ctx)
-    log.info("make-aff-labels: alpha %.3g for confident foreground, %.3g for confident background", *alphas)
-    return write_seed_labels(ctx, "make-aff-labels", split, ctx.layout.seed_labels(split), alphas,
-                             ctx.config.aff.seed_crf, ctx.config.walk.workers, {"alphas": alphas})
+def save_walk_labels(out: Path, image_id: str, image: np.ndarray, scores: np.ndarray, keys: np.ndarray,
+                     crf: Optional[CrfConfig], crf_power: float) -> None:
+    """Write a walk's labels of one image, PSA's or IRN's: ``rw_crf/<id>.png`` from the (K+1, H, W)
+    ``scores`` (background first) refined by the dense CRF (when ``crf``, its unary
+    scores^crf_power), then ``rw/<id>.png``, written last: its presence marks the image finished."""
+    if crf is not None:
+        refined = crf_refiner(crf, image)(scores_to_probabilities(scores, crf_power))
+        save_palette_png(out / "rw_crf" / f"{image_id}.png", scores_to_labels(refined, keys))
+    save_palette_png(out / "rw" / f"{image_id}.png", scores_to_labels(scores, keys))
