@@ -199,6 +199,10 @@ class SeedConfig(Section):
     seed_crf: bool = True
 
 
+WalkFactor = Union[Literal["area"], Annotated[float, Field(gt=0)]]
+"""A walk's background threshold as a factor of t*: a number, or ``area`` (wsss.walk.background)."""
+
+
 class PsaConfig(TrainStageConfig, SeedConfig):
     """PSA (AffinityNet, Ahn & Kwak 2018): seeds from CAMs, AffinityNet trained on the pair labels
     within ``radius`` (PSA train_aff.py), and its random walk T = D^-1 A^beta for ``steps`` steps,
@@ -219,9 +223,10 @@ class PsaConfig(TrainStageConfig, SeedConfig):
     beta: float = Field(8.0, gt=0)
     steps: WalkSteps = 256
     # Background score of the walk's input: (1 - max CAM)^walk_alpha; null -> the alpha of the
-    # threshold t* * walk_bg_factor.
+    # threshold t* * walk_bg_factor (a number, or area: the factor at which the walk keeps the
+    # CAMs' foreground share at t*, no mask read; wsss.walk.background).
     walk_alpha: Optional[float] = 16.0
-    walk_bg_factor: float = Field(1.0, gt=0)
+    walk_bg_factor: WalkFactor = 1.0
     crf: bool = True
     # The walked scores are flat compared with a softmax: p^k (renormalised) before the CRF
     # weights the unary term k times against the pairwise ones (1 = feed them as they are).
@@ -267,7 +272,7 @@ class IrnConfig(TrainStageConfig, SeedConfig):
     beta: float = Field(10.0, gt=0)
     steps: WalkSteps = 256
     walk_bg_threshold: Optional[float] = Field(0.25, gt=0, lt=1)
-    walk_bg_factor: float = Field(1.0, gt=0)
+    walk_bg_factor: WalkFactor = 1.0  # as psa.walk_bg_factor
     # "max": the walked maps divided by their global maximum before they meet the background
     # score (IRN); "none": left on the CAMs' scale, so an auto background (t*) means what it
     # means for the CAMs themselves

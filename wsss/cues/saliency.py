@@ -271,8 +271,8 @@ class SaliencyCue:
     """How the seeds and the walk use a split's saliency maps (``wsss.config.SaliencyCueConfig``).
 
     ``fg_min`` / ``bg_max``: a foreground seed needs S >= fg_min, S <= bg_max makes background
-    (``cam.seeds.saliency_guided_seeds``); ``weight`` / ``power``: the walk's background
-    (1 - w) b_cam + w (1 - S)^power (``cam.seeds.mixed_background``)."""
+    (``wsss.walk.seeds.saliency_guided_seeds``); ``weight`` / ``power``: the walk's background
+    (1 - w) b_cam + w (1 - S)^power (``wsss.walk.seeds.mixed_background``)."""
 
     seeds: bool
     fg_min: float
@@ -282,7 +282,7 @@ class SaliencyCue:
 
     def walk_mix(self, folder: Path, image_id: str, size: tuple[int, int]) -> dict:
         """The saliency arguments of the walk's background for one image of ``folder``:
-        ``saliency`` (H, W), ``weight``, ``power`` (as ``cam.seeds.scores_with_background`` and
+        ``saliency`` (H, W), ``weight``, ``power`` (as ``wsss.walk.seeds.scores_with_background`` and
         ``irn.make_pseudo.walked_scores`` take them)."""
         return {"saliency": load_saliency(folder, image_id, size), "weight": self.weight, "power": self.power}
 

@@ -32,19 +32,26 @@ from ..models.irn import IRNet
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from ..walk.affinity import walk_on_grid
+from ..walk.background import walk_threshold
 from ..walk.labels import save_walk_labels
-from ..walk.seeds import alpha_for_threshold, mixed_background, scores_with_background
+from ..walk.seeds import alpha_for_threshold, mixed_background, scores_to_labels, scores_with_background
+from ..walk.tune import Walker
 from .walk import boundary_walk, walk_scores, walked_background_scores
 
 log = logging.getLogger("wsss")
 
 
 def walk_background(ctx: RunContext) -> float:
-    """The walk's constant background score: configured, or the CAMs' best threshold x factor."""
+    """The walk's background threshold: configured, or the CAMs' threshold t* x ``walk_bg_factor``
+    (a number, or ``area``: the factor at which the walk keeps the CAMs' foreground share,
+    :mod:`wsss.walk.background`)."""
     irn = ctx.config.irn
     if irn.walk_bg_threshold is not None:
         return irn.walk_bg_threshold
-    return min(0.95, cam_background_threshold(ctx, "irn.walk_bg_threshold") * irn.walk_bg_factor)
+    return walk_threshold(ctx, "irn", irn.walk_bg_factor, cam_background_threshold(ctx, "irn.walk_bg_threshold"),
+                          lambda: irn_walker(ctx), irn.beta, irn.steps,
+                          lambda: {"irn_net": model_fingerprint(irn_file(ctx, None)), "radius": irn.walk_radius,
+                                   "normalize": irn.walk_normalize, "background": irn.walk_background})
 
 
 def irn_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
@@ -82,6 +89,28 @@ def walked_scores(boundary: torch.Tensor, cams: np.ndarray, radius: int, beta: f
     scores = walk_scores(walked, bg_threshold, normalize=normalize).cpu().numpy()
     scores[0] = mixed_background(scores[0], saliency, weight, power)  # the constant, mixed with saliency
     return scores
+
+
+def irn_walker(ctx: RunContext) -> Walker:
+    """IRN's walk for `wsss tune` and the area rule: the class-boundary map is computed once per
+    image; each setting walks the CAMs with it and arg-maxes them against the background."""
+    model = load_irn_model(ctx)
+    amp = autocast_dtype(ctx.config.amp, ctx.device)
+    radius = ctx.config.irn.walk_radius
+    normalize = ctx.config.irn.walk_normalize == "max"
+    background = ctx.config.irn.walk_background
+
+    def prepare(image: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return boundary_map(model, image, ctx.device, amp)
+
+    def labels(boundary, cams, keys, beta, steps, threshold, **cue):
+        with torch.inference_mode():
+            return scores_to_labels(walked_scores(boundary, cams, radius, beta, steps, threshold, normalize, background,
+                                                  **cue), keys)
+
+    return Walker(prepare, labels, lambda best: f"--set irn.beta={best['beta']:g} --set irn.steps={best['steps']} "
+                                                f"--set irn.walk_bg_threshold={best['bg_threshold']}")
 
 
 class IrnPseudoLabeler:

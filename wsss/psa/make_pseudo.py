@@ -31,18 +31,24 @@ from ..models import load_model
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from ..walk.affinity import random_walk, walk_on_grid
+from ..walk.background import walk_threshold
 from ..walk.labels import save_walk_labels
-from ..walk.seeds import alpha_for_threshold, scores_with_background
+from ..walk.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
+from ..walk.tune import Walker
 
 log = logging.getLogger("wsss")
 
 
 def walk_alpha(ctx: RunContext) -> float:
-    """The background exponent of the walk's input: configured, or from the CAMs' best threshold."""
+    """The background exponent of the walk's input: configured, or that of the threshold t* x
+    ``walk_bg_factor`` (a number, or ``area``: :mod:`wsss.walk.background`)."""
     psa = ctx.config.psa
     if psa.walk_alpha is not None:
         return psa.walk_alpha
-    return alpha_for_threshold(min(0.95, cam_background_threshold(ctx, "psa.walk_alpha") * psa.walk_bg_factor))
+    threshold = walk_threshold(ctx, "psa", psa.walk_bg_factor, cam_background_threshold(ctx, "psa.walk_alpha"),
+                               lambda: psa_walker(ctx), psa.beta, psa.steps,
+                               lambda: {"affinity_net": model_fingerprint(affinity_file(ctx, None)), "radius": psa.radius})
+    return alpha_for_threshold(threshold)
 
 
 def affinity_file(ctx: RunContext, checkpoint: Optional[Path]) -> Path:
@@ -62,6 +68,27 @@ def walk_scores(features: torch.Tensor, scores: np.ndarray, radius: int, beta: f
     """
     return walk_on_grid(torch.from_numpy(scores).to(features), features.shape[-2:],
                         lambda low: random_walk(low, features, radius=radius, beta=beta, steps=steps))
+
+
+def psa_walker(ctx: RunContext) -> Walker:
+    """PSA: AffinityNet features; background (1 - max CAM)^alpha with (1 - c)^alpha = c."""
+    model = load_affinity_model(ctx)
+    radius = ctx.config.psa.radius
+
+    def prepare(image: np.ndarray):
+        with torch.inference_mode():
+            return model(image_tensor(image, ctx.device)[None])[0]
+
+    def labels(features, cams, keys, beta, steps, threshold, **cue):
+        scores = scores_with_background(cams, alpha_for_threshold(threshold), **cue)
+        with torch.inference_mode():
+            walked = walk_scores(features, scores, radius, beta, steps).cpu().numpy()
+        return scores_to_labels(walked, keys)
+
+    return Walker(prepare, labels,
+                  lambda best: f"--set psa.beta={best['beta']:g} --set psa.steps={best['steps']} "
+                               f"--set psa.walk_alpha={best['alpha']}",
+                  lambda threshold: {"alpha": round(alpha_for_threshold(threshold), 4)})
 
 
 class PseudoLabeler:
