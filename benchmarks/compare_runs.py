@@ -20,7 +20,7 @@ from wsss.config import upgrade_legacy_keys
 from wsss.run.layout import legacy_moves
 
 # files a re-run rewrites with other timings, paths or times by design
-VOLATILE = {"log.txt", "report.html", "run_info.json"}
+VOLATILE = {"log.txt", "report.html", "run_info.json", ".wsss-lock"}  # .wsss-lock: the last holder's pid
 
 
 def digests(root: Path) -> dict[str, str]:
