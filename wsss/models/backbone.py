@@ -68,6 +68,19 @@ _LITE_PACKAGES = {
 _BN_EPS, _BN_MOMENTUM = 1e-3, 0.01
 
 
+def same_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, dilation,
+                groups: int) -> torch.Tensor:
+    """A convolution with TensorFlow's SAME padding for this input's size: (B, C, H, W) ->
+    (B, C', ceil(H / s), ceil(W / s)); for stride 2 the extra pixel is padded at the end."""
+    ih, iw = x.shape[-2:]
+    kh, kw = weight.shape[-2:]
+    pad_h = max((math.ceil(ih / stride[0]) - 1) * stride[0] + (kh - 1) * dilation[0] + 1 - ih, 0)
+    pad_w = max((math.ceil(iw / stride[1]) - 1) * stride[1] + (kw - 1) * dilation[1] + 1 - iw, 0)
+    if pad_h or pad_w:
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+    return F.conv2d(x, weight, bias, stride, 0, dilation, groups)
+
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding, which the ported weights were trained with.
 
@@ -78,37 +91,57 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_tracing():  # torch.jit.trace and ONNX export: padding that follows the input size
             return self._forward_any_size(x)
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        sh, sw = self.stride
-        dh, dw = self.dilation
-        pad_h = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
-        pad_w = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return same_conv2d(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
 
     def _forward_any_size(self, x: torch.Tensor) -> torch.Tensor:
         """The same SAME padding written so that a trace (TorchScript, ONNX) keeps it for every
         input size; the Python arithmetic of :meth:`forward` would be frozen to the traced size.
 
         With reach r = (k - 1) d (even: k is odd), stride 1 pads r / 2 on each side whatever the
-        size. Stride 2 pads r - 1 in all for an even size and r for an odd one, the extra pixel at
-        the end, so the end pad is always r / 2 and the start pad r / 2 less one when even: pad
-        r / 2 on each side, then drop the first row (column) when the size is even, a slice whose
-        start (1 - size mod 2) is computed in the graph.
+        size: the convolution's own padding (an ONNX Conv's ``pads``, which onnxruntime runs
+        inside the convolution instead of as a copy of the input). Stride 2 pads r - 1 in all for
+        an even size and r for an odd one, the extra pixel at the end: ONNX writes that as one
+        Conv with ``auto_pad = SAME_UPPER``; a TorchScript trace pads r / 2 on each side, then
+        drops the first row (column) when the size is even, a slice whose start (1 - size mod 2)
+        is computed in the graph.
         """
         (kh, kw), (sh, sw) = self.weight.shape[-2:], self.stride
         if sh not in (1, 2) or sw not in (1, 2):
             raise ValueError(f"SAME padding for any size is built for strides 1 and 2, not {self.stride}")
-        ih, iw = x.shape[-2:]  # traced sizes: the arithmetic below is recorded, not frozen
         half_h, half_w = (kh - 1) * self.dilation[0] // 2, (kw - 1) * self.dilation[1] // 2
+        if (sh, sw) == (1, 1):
+            return F.conv2d(x, self.weight, self.bias, 1, (half_h, half_w), self.dilation, self.groups)
+        if torch.onnx.is_in_onnx_export() and self.bias is None:
+            return _SameUpperConv.apply(x, self.weight, self.stride, self.dilation, self.groups)
+        ih, iw = x.shape[-2:]  # traced sizes: the arithmetic below is recorded, not frozen
         x = F.pad(x, [half_w, half_w, half_h, half_h])
         if sh == 2:
             x = x[:, :, 1 - ih % 2:]
         if sw == 2:
             x = x[:, :, :, 1 - iw % 2:]
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class _SameUpperConv(torch.autograd.Function):
+    """A bias-free convolution with TensorFlow's SAME padding, exported as ONNX's own form of it:
+    ``Conv`` with ``auto_pad = SAME_UPPER`` (the padding computed from the input size at run time,
+    the extra pixel at the end, as TensorFlow does)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, dilation, groups):
+        # the export's example run: the symbolic below stands for it in the graph, so this size
+        # arithmetic must not be recorded (its values would be frozen to the example's size)
+        tracing = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return same_conv2d(x, weight, None, stride, dilation, groups)
+        finally:
+            torch._C._set_tracing_state(tracing)
+
+    @staticmethod
+    def symbolic(g, x, weight, stride, dilation, groups):
+        return g.op("Conv", x, weight, auto_pad_s="SAME_UPPER", strides_i=list(stride), dilations_i=list(dilation),
+                    group_i=groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
