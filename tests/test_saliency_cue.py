@@ -2,6 +2,7 @@
 make-saliency, and runs on generated data with SSNet's saliency and with an oracle saliency."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -212,3 +213,44 @@ def test_saliency_cue_errors_name_the_fix(pseudo_run, tmp_path, tiny_dataset, ca
                  "--set", "saliency.threshold=0.5"]) == 2
     err = capsys.readouterr().err
     assert str(wrong) in err and "saliency map is 7x5" in err and "re-run `wsss make-saliency`" in err
+
+
+def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_run, tmp_path, tiny_dataset,
+                                                                          caplog):
+    """`saliency.checkpoint: train`: `wsss run` trains SSNet's stage 1 into the shared store
+    first, the maps come from it; another run directory of the same settings and data reuses the
+    very file, and says so; another seed is another model."""
+    from wsss import saliency_model
+    from wsss.config import load_config
+    from wsss.run.context import RunContext
+
+    _, config, cam_run_dir = cam_run
+    settings = yaml.safe_load(config.read_text())
+    store = tmp_path / "store"
+    settings["saliency"] = {"checkpoint": "train", "store": str(store), "seeds": True, "walk_weight": 0.5}
+    settings["ssnet"] = {"saliency": {"root": str(tmp_path / "saliency"), "holdout_every": 0,
+                                      "demo": {"num_images": 12, "image_size": 80, "seed": 3}},
+                         "stage1": {"output_stride": 16, "epochs": 1, "batch_size": 8, "optimizer": "adam",
+                                    "lr": 2e-4, "resize_long": [56, 72], "crop_size": 64}}
+    settings["seg"] = {"output_stride": 16, "epochs": 1, "batch_size": 8, "resize_long": [56, 72], "crop_size": 64,
+                       "eval_scales": [1.0], "eval_crf": False}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    run_dir = tmp_path / "run"
+    shutil.copytree(cam_run_dir, run_dir)
+    assert main(["run", "--config", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    models = list(store.glob("ssnet1-*/ssnet1/model.pt"))
+    assert len(models) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["saliency_model"] == str(models[0]) and "train-saliency" in summary["timings_s"]
+    maps = json.loads((run_dir / "saliency" / "train" / "settings.json").read_text())
+    assert maps["model"] == torch.load(models[0], map_location="cpu", weights_only=True)["fingerprint"]
+    assert (run_dir / "seg" / "model.pt").exists() and not (run_dir / "ssnet1").exists()
+    made = models[0].read_bytes()
+
+    other = RunContext(tmp_path / "another_run", load_config(path))
+    with caplog.at_level(logging.INFO, logger="wsss"):
+        assert saliency_model.run(other) == models[0]
+    assert "train-saliency: reusing" in caplog.text and models[0].read_bytes() == made
+    reseeded = RunContext(tmp_path / "another_run", load_config(path, ["seed=1"]))
+    assert saliency_model.model_dir(reseeded) != models[0].parents[1]

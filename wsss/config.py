@@ -443,7 +443,11 @@ class SaliencyCueConfig(Section):
     CAMs' background threshold, so that at S = s* the background score is the CAMs' own decision
     value."""
 
-    checkpoint: Optional[Path] = None  # an SSNet model.pt (train-ssnet); relative to the working directory
+    # an SSNet model.pt (train-ssnet; relative to the working directory), or train: `wsss run`
+    # trains SSNet's stage 1 (the ssnet section) into `store`, once for the same settings and data,
+    # and every later run of them reuses it (wsss.saliency_model)
+    checkpoint: Union[Literal["train"], Path, None] = None
+    store: Path = Path("runs/saliency")
     scales: Scales = Field(default_factory=lambda: [1.0])
     flip: bool = True
     crf: bool = False      # the two-label CRF on each map (wsss.inference.saliency, DSS's settings)

@@ -80,7 +80,9 @@ def run_walk_method(ctx, method: Method):
     """CAMs -> the method's seeds (train split) -> its network -> its walk on its ``eval_splits``
     and the train split, each scored by eval-pseudo where there are masks -> train-seg -> eval-seg
     on val. With a saliency cue (``saliency.seeds`` or ``saliency.walk_weight``), make-saliency
-    writes the maps of each split before the seeds and the walk read them."""
+    writes the maps of each split before the seeds and the walk read them; with
+    ``saliency.checkpoint: train`` the run first trains (or reuses) that model."""
+    from . import saliency_model
     from .cam import evaluate as eval_cam
     from .cam import make as make_cam
     from .cam import train as train_cam
@@ -97,6 +99,8 @@ def run_walk_method(ctx, method: Method):
     timed = StageTimer(ctx)
     with_saliency = cfg.saliency.used
 
+    if with_saliency and cfg.saliency.checkpoint == saliency_model.TRAIN:
+        timed("train-saliency", saliency_model.run, ctx)
     timed("train-cam", train_cam.run, ctx)
     for split in cfg.cam.eval_splits:
         timed(f"make-cam/{split}", make_cam.run, ctx, split)

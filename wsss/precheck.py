@@ -71,25 +71,32 @@ def _checks(ctx: RunContext) -> Iterator[Callable[[], None]]:
         from .ssnet.evaluate import saliency_eval_sets
 
         yield lambda: saliency_eval_sets(ctx)
-        if cfg.ssnet.saliency.demo is None:
-            root = Path(cfg.ssnet.saliency.root)
-            yield lambda: _require_folder(root / "images", "ssnet.saliency.root (DUTS-TR layout: images/, masks/)")
-            yield lambda: _require_folder(root / "masks", "ssnet.saliency.root (DUTS-TR layout: images/, masks/)")
+        yield lambda: _saliency_set_check(cfg.ssnet.saliency)
 
 
 def _saliency_model_check(ctx: RunContext) -> Callable[[], None]:
     def check():
         from .cues.saliency import saliency_checkpoint, saliency_settings
 
+        if ctx.config.saliency.checkpoint == "train":  # the run trains it: its saliency set must be there
+            _saliency_set_check(ctx.config.ssnet.saliency, "or run without the saliency cue: --set "
+                                "saliency.seeds=false --set saliency.walk_weight=0")
+            return
         made = all(saliency_settings(ctx, split) is not None for split in _splits(ctx))
         if ctx.config.saliency.checkpoint is not None or not made:
             saliency_checkpoint(ctx)  # a missing model: one line naming it and how to train one
     return check
 
 
-def _require_folder(path: Path, setting: str) -> None:
-    if not path.is_dir():
-        raise WsssError(f"{path}: not found; point {setting} at the folder")
+def _saliency_set_check(saliency, alternative: str = "") -> None:
+    """SSNet's saliency set (DUTS-TR layout) is there, or generated (the demo's)."""
+    if saliency.demo is not None:
+        return
+    root = Path(saliency.root)
+    for folder in (root / "images", root / "masks"):
+        if not folder.is_dir():
+            raise WsssError(f"{folder}: not found; point ssnet.saliency.root at the saliency set (DUTS-TR layout: "
+                            f"images/, masks/){'; ' + alternative if alternative else ''}")
 
 
 def problems(ctx: RunContext) -> list[str]:

@@ -46,8 +46,12 @@ THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
 def saliency_checkpoint(ctx: RunContext, checkpoint: Optional[Path] = None) -> Path:
-    """The saliency model: ``checkpoint`` (--saliency-checkpoint) or ``saliency.checkpoint``."""
-    path = checkpoint or ctx.config.saliency.checkpoint
+    """The saliency model: ``checkpoint`` (--saliency-checkpoint), the one the run trained or
+    reused (``saliency.checkpoint: train``), or ``saliency.checkpoint``."""
+    path = checkpoint or ctx.saliency_model or ctx.config.saliency.checkpoint
+    if path == "train":
+        raise WsssError("saliency.checkpoint: train is the model `wsss run` trains (or reuses) first; run "
+                        "`wsss run`, or pass --saliency-checkpoint MODEL")
     if path is None:
         raise WsssError("no saliency model: set saliency.checkpoint to an SSNet model.pt (`wsss train-ssnet`, "
                         "e.g. --set saliency.checkpoint=runs/ssnet_msrc/ssnet2/model.pt) or pass --saliency-checkpoint")

@@ -38,6 +38,8 @@ class RunContext:
     # (a mistyped --set data.root, a seed out of range) leaves the run's record as it was
     record_config: bool = field(default=False, init=False)
     layout: RunLayout = field(init=False)
+    # the saliency cue's model when the run trained or reused it (saliency.checkpoint: train)
+    saliency_model: Optional[Path] = field(default=None, init=False)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)

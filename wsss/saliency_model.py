@@ -1,0 +1,71 @@
+"""The saliency cue's own model, trained by ``wsss run`` and shared between runs.
+
+``saliency.checkpoint: train`` makes the saliency model a stage of a PSA or IRN run (``train-saliency``,
+before the CAMs): SSNet's stage 1 (Zeng et al., ICCV 2019; the ``ssnet:`` section's ``stage1``,
+its saliency set such as DUTS-TR and the dataset's tags), trained once into ``saliency.store``:
+
+    <store>/ssnet1-<key>/ssnet1/model.pt         the model (checkpoint.pt, train_log.jsonl beside it)
+    <store>/ssnet1-<key>/ssnet/saliency_split.json
+
+``<key>`` names what made it: the stage's training fingerprint (settings, backbone, classes,
+seed), the train split's images and tags and the saliency set's images. A run whose settings and
+data give the same key reuses the model, and says so: a second run directory, or a changed walk
+or segmentation setting, trains no saliency model again. The run records the model it used in
+``summary.json`` (``saliency_model``); make-saliency's maps record its fingerprint as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from .data.saliency import saliency_ids, split_holdout
+from .engine.checkpoint import finished_model
+from .run.context import RunContext
+from .run.lock import run_lock
+from .ssnet import train as ssnet_train
+from .ssnet.train import saliency_root, stage_fingerprint
+
+log = logging.getLogger("wsss")
+
+TRAIN = "train"
+"""``saliency.checkpoint: train``: the run trains (or reuses) the model itself."""
+
+
+def store_context(ctx: RunContext, folder: Path) -> RunContext:
+    """A context for ``folder`` in the store: the run's config and device, nothing recorded."""
+    return RunContext(folder, ctx.config, progress=ctx.progress)
+
+
+def model_dir(ctx: RunContext) -> Path:
+    """The store folder of this run's saliency model, ``<store>/ssnet1-<key>``: the key (16 hex
+    digits) hashes the stage's fingerprint, the train split's images and tags and the saliency
+    set's images."""
+    cfg = ctx.config
+    voc = ctx.dataset(cfg.data.train_split)
+    sal = cfg.ssnet.saliency
+    train_ids, _ = split_holdout(saliency_ids(saliency_root(ctx)), sal.holdout_every)  # the demo's set: generated first
+    made_from = {"stage": stage_fingerprint(ctx, 1, voc.class_names, {}),
+                 "tags": [voc.ids, voc.labels.astype(int).tolist()], "saliency_images": train_ids}
+    key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cfg.saliency.store) / f"ssnet1-{key}"
+
+
+def run(ctx: RunContext) -> Path:
+    """Train SSNet stage 1 into the store, or reuse the one there; returns its model.pt. The run's
+    later stages read it (``ctx.saliency_model``)."""
+    folder = model_dir(ctx)
+    store_ctx = store_context(ctx, folder)
+    model = store_ctx.layout.ssnet_model(1)
+    voc = ctx.dataset(ctx.config.data.train_split)
+    if finished_model(model, stage_fingerprint(store_ctx, 1, voc.class_names, {})):
+        log.info("train-saliency: reusing %s (trained for the same settings and data)", model)
+    else:
+        log.info("train-saliency: SSNet stage 1 into %s, shared by every run of the same settings and data", folder)
+        with run_lock(folder, "train-saliency"):
+            ssnet_train.run(store_ctx, 1)
+    ctx.saliency_model = model
+    ctx.update_summary("saliency_model", str(model))
+    return model
