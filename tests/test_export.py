@@ -186,3 +186,22 @@ def test_the_standalone_onnx_script_gives_wsss_masks(seg_model, tmp_path):
     mask = np.asarray(Image.open(tmp_path / "mask.png"))
     expected = Predictor(path, device="cpu").predict(photo(150, 203, seed=7))
     assert mask.shape == expected.shape and (mask == expected).mean() >= 0.999
+
+
+def test_eval_seg_takes_single_scale_from_the_multiscale_pass(seg_model):
+    """eval-seg's single-scale probabilities, taken from the ms + flip pass at scale 1, equal the
+    plain single-scale pass to float noise, and the multi-scale ones are the plain ones."""
+    from wsss.inference.scoring import single_and_multiscale
+
+    path, _ = seg_model
+    image = photo(61, 90, seed=5)
+    predictor = Predictor(path, device="cpu", max_side=None)
+    single, multi = single_and_multiscale(predictor, image, [0.75, 1.0, 1.25])
+    plain_single = Predictor(path, device="cpu", max_side=None).probabilities(image)
+    plain_multi = Predictor(path, device="cpu", scales=[0.75, 1.0, 1.25], flip=True, max_side=None).probabilities(image)
+    assert single.shape == multi.shape == (len(CLASSES), 61, 90)
+    np.testing.assert_allclose(single, plain_single, atol=1e-5)
+    np.testing.assert_allclose(multi, plain_multi, atol=1e-6)
+    # scales without 1: the single-scale pass runs on its own
+    single, _ = single_and_multiscale(predictor, image, [0.75, 1.25])
+    np.testing.assert_allclose(single, plain_single, atol=1e-6)

@@ -292,9 +292,18 @@ def _run_pipeline(_, ctx, args):
     from .precheck import check_run
     from .run.closing import finish
 
-    methods.method_of(ctx.method)
     check_run(ctx)  # every problem of the config and the dataset at once, before any stage starts
     finish(ctx, methods.run(ctx), report.run_safely)
+
+
+def _plan_run(ctx) -> str:
+    """`wsss run --plan`: the pre-check, then the plan; nothing is written."""
+    from . import methods
+    from .precheck import check_run
+    from .run.plan import describe, make_plan
+
+    check_run(ctx)
+    return describe(ctx, make_plan(ctx, methods.run, methods.stage_inputs(ctx)))
 
 
 def _tune(_, ctx, a):
@@ -339,7 +348,10 @@ def _train_split(ctx, args) -> str:
 
 COMMANDS: tuple[Command, ...] = (
     Command("run", "run every stage of the pipeline (skips finished work; `pipeline:` in the config picks "
-                   "the method: psa, irn or ssnet)", None, _run_pipeline),
+                   "the method: psa, irn or ssnet)", None, _run_pipeline,
+            (lambda p: p.add_argument("--plan", action="store_true",
+                                      help="print every stage, whether it is complete or will run and why "
+                                           "(a changed setting names itself), and do nothing"),)),
     Command("train-cam", "train the multi-label classifier that gives CAMs", "wsss.cam.train",
             lambda step, ctx, a: f"classifier: {step.run(ctx)}", (_train_args,),
             trains=lambda ctx, a: ctx.layout.cam_dir),
@@ -504,6 +516,9 @@ def _dispatch(args) -> int:
         if command.default_run_dir is not None and args.run_dir is None and args.config is None:
             args.run_dir = command.default_run_dir(step, args)
         ctx = _context(args)
+        if getattr(args, "plan", False):  # reads the run directory, writes nothing: no lock, log or record
+            print(_plan_run(ctx))
+            return 0
         from . import distributed
         from .run.lock import run_lock
 

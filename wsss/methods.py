@@ -130,9 +130,80 @@ def run_walk_method(ctx, method: Method):
     return RunOutcome(ctx.summary(), ctx.layout.seg_model(cfg.seg.labels))
 
 
+def stage_inputs(ctx):
+    """``name -> the stages whose outputs it reads`` for ``wsss run --plan`` (None: every stage
+    before it). A seed-and-walk run: CAMs and maps from their models; the seeds from the train
+    split's CAMs and maps; the network from the seeds; a split's walk from the network, the seeds,
+    that split's CAMs and maps; the segmentation network from the train split's walk."""
+    method = method_of(ctx.method)
+    if not method.walk:
+        return lambda name: None
+    stages, train = method.pipeline.STAGES, ctx.config.data.train_split
+
+    def inputs(name: str) -> Optional[list[str]]:
+        command, _, split = name.partition("/")
+        reads = {"train-saliency": [], "train-cam": [], "make-cam": ["train-cam"], "make-saliency": ["train-saliency"],
+                 stages.seeds.command: [f"make-cam/{train}", f"make-saliency/{train}"],
+                 stages.network.command: [stages.seeds.command],
+                 stages.walk.command: [stages.network.command, stages.seeds.command, f"make-cam/{split}",
+                                       f"make-saliency/{split}"],
+                 "train-seg": [f"{stages.walk.command}/{train}"]}
+        return reads.get(command)
+    return inputs
+
+
+def predicted_seconds(ctx, name: str) -> float:
+    """The predicted wall time of stage ``name`` of a seed-and-walk run at the reference speeds
+    (:mod:`wsss.run.clock`); 0 for a stage it has no model of."""
+    from .run.clock import REFERENCE, passes, training_seconds
+
+    cfg = ctx.config
+    command, _, split = name.partition("/")
+    method = method_of(ctx.method)
+    images = len(ctx.dataset(split or cfg.data.train_split))
+    if command == "train-saliency":
+        stage = cfg.ssnet.stage1
+        return training_seconds("train-saliency", images, stage) * (1 + stage.saliency_per_sample)
+    if command in ("train-cam", "train-seg"):
+        return training_seconds(command, images, getattr(cfg, command.split("-")[1]))
+    if method.walk:
+        stages = method.pipeline.STAGES
+        if command == stages.network.command:
+            return training_seconds(f"train-{ctx.method}", images, getattr(cfg, ctx.method))
+        if command == stages.seeds.command:
+            return images * REFERENCE["seeds"]
+        if command == stages.walk.command:
+            return images * REFERENCE["walk"]
+    if command == "make-cam":
+        return images * passes(cfg.cam.scales, cfg.cam.flip) * REFERENCE["make-cam"]
+    if command == "make-saliency":
+        return images * passes(cfg.saliency.scales, cfg.saliency.flip) * REFERENCE["make-saliency"]
+    if command == "eval-seg":
+        return images * REFERENCE["eval-seg"]
+    return images * REFERENCE["eval"] if command.startswith("eval-") else 0.0
+
+
 def run(ctx):
     """`wsss run`: every stage of the config's method, in order, each skipping work it finds
     complete (re-running the same command after an interruption continues where it stopped).
-    Returns the :class:`wsss.run.closing.RunOutcome`."""
+    A seed-and-walk run plans its stages first and tells, at each stage, how long the rest will
+    take (:mod:`wsss.run.clock`). Returns the :class:`wsss.run.closing.RunOutcome`."""
     method = method_of(ctx.method)
+    if method.walk and ctx.plan is None:
+        _start_clock(ctx)
     return run_walk_method(ctx, method) if method.walk else method.pipeline.run(ctx)
+
+
+def _start_clock(ctx) -> None:
+    from .run.clock import RunClock
+    from .run.plan import SCORES, WILL_RUN, make_plan
+
+    try:
+        plan = make_plan(ctx, run, stage_inputs(ctx))
+        predicted = {s.name: predicted_seconds(ctx, s.name) if s.state in (WILL_RUN, SCORES) else 0.0
+                     for s in plan.stages}
+    except WsssError as exc:  # the stages will say it again, where it matters
+        log.debug("no time estimate: %s", exc)
+        return
+    ctx.clock = RunClock(predicted)
+    log.info("wsss run: %s", ctx.clock.opening())

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .data.saliency import saliency_ids, split_holdout
 from .engine.checkpoint import finished_model
+from .engine.plan import WouldRun, is_planning
 from .run.context import RunContext
 from .run.lock import run_lock
 from .ssnet import train as ssnet_train
@@ -60,12 +61,16 @@ def run(ctx: RunContext) -> Path:
     store_ctx = store_context(ctx, folder)
     model = store_ctx.layout.ssnet_model(1)
     voc = ctx.dataset(ctx.config.data.train_split)
-    if finished_model(model, stage_fingerprint(store_ctx, 1, voc.class_names, {})):
+    finished = finished_model(model, stage_fingerprint(store_ctx, 1, voc.class_names, {}))
+    if not finished and is_planning():
+        raise WouldRun(f"not in the store for these settings and data: trains {folder}")
+    if finished:
         log.info("train-saliency: reusing %s (trained for the same settings and data)", model)
     else:
         log.info("train-saliency: SSNet stage 1 into %s, shared by every run of the same settings and data", folder)
         with run_lock(folder, "train-saliency"):
             ssnet_train.run(store_ctx, 1)
     ctx.saliency_model = model
-    ctx.update_summary("saliency_model", str(model))
+    if not is_planning():
+        ctx.update_summary("saliency_model", str(model))
     return model

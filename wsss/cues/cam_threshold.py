@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import ThresholdSweep
+from ..engine.plan import WouldRun, is_planning
 from ..errors import WsssError
 from ..io import read_json, save_json
 from ..run.context import RunContext
@@ -130,6 +131,8 @@ def mask_free_threshold(ctx, method: str) -> float:
     if isinstance(cached, dict) and cached.get("cams") == settings and cached.get("method") == method \
             and cached.get("thresholds", sweep) == sweep:
         return float(cached["threshold"])
+    if is_planning():
+        raise WouldRun(f"t* is estimated anew from the {split} CAMs ({method})")
     voc = ctx.dataset(split)
     threshold, measured = estimate(method, voc, folder, ctx.layout.cam_model, sweep)
     save_json(path, {"method": method, "threshold": threshold, "masks": "none read", "cams": settings,

@@ -21,6 +21,7 @@ import torch.nn as nn
 from ..errors import WsssError
 from ..io import atomic_path
 from ..run.layout import FINAL_MODEL
+from .plan import WouldRun, is_planning
 
 log = logging.getLogger("wsss")
 
@@ -113,9 +114,23 @@ def skip_finished(command: str, final: Path, fingerprint: str) -> bool:
     """True when ``final`` holds the finished model of these settings (:func:`finished_model`):
     a training command then logs that it skips and returns it instead of training again."""
     if not finished_model(final, fingerprint):
+        if is_planning():
+            raise WouldRun(_training_state(final, fingerprint))
         return False
     log.info("%s: %s is complete, skipping", command, final)
     return True
+
+
+def _training_state(final: Path, fingerprint: str) -> str:
+    """Why a training has work left (for ``wsss run --plan``)."""
+    checkpoint = Path(final).parent / "checkpoint.pt"
+    if checkpoint.exists():
+        payload = read_wsss_file(checkpoint, training=True)
+        if payload.get("fingerprint") == fingerprint:
+            return f"resumes at step {payload.get('step', 0)} ({checkpoint})"
+    if Path(final).exists() or checkpoint.exists():
+        return f"{final.parent} was trained with other settings: trained anew"
+    return "not trained yet"
 
 
 def state_mismatch(model: nn.Module, state: dict, shown: int = 3) -> str:

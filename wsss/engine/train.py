@@ -96,6 +96,9 @@ class TrainJob:
     amp: str = "auto"  # autocast: auto|on|off|bf16|fp16 (wsss.amp); auto = bf16/fp16 on CUDA, off on CPU
     sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch
     find_unused_parameters: bool = False  # DDP: set when loss_fn leaves trainable parameters unused
+    # the network's weights and its image batches in channels-last (NHWC) memory: oneDNN's faster
+    # convolutions on CPU; it changes float rounding, not the model (BENCHMARKS.md, speed)
+    channels_last: bool = False
     # SSNet's reference code uses Adam and a step schedule: "adam" here (no momentum term) and
     # lr_schedule(step, total_steps) -> factor of the base rate (default: poly with optim.poly_power).
     optimizer: str = "sgd"
@@ -137,8 +140,16 @@ class _EpochSlice(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def _to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """The batch on ``device``; with ``channels_last`` its image batches (4-D float) in NHWC memory."""
+    def moved(value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        value = value.to(device, non_blocking=True)
+        if channels_last and value.dim() == 4 and value.is_floating_point():
+            value = value.contiguous(memory_format=torch.channels_last)
+        return value
+    return {key: moved(value) for key, value in batch.items()}
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -171,6 +182,8 @@ def _prepare_model(job: TrainJob, world: int) -> nn.Module:
     BatchNorm frozen when ``freeze_bn`` (before DDP is built: DDP registers the parameters that
     need gradients once, at construction)."""
     model = job.model.to(job.device)
+    if job.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if world > 1 and job.sync_bn and not job.optim.freeze_bn:
         if job.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # keeps the same Parameter objects
@@ -363,7 +376,7 @@ def _step(job: TrainJob, net: nn.Module, optimizer: torch.optim.Optimizer, scale
     """One optimisation step on this rank's ``local`` samples of a global batch; returns the global
     batch's mean loss and statistics (the same on every rank, so all stop together)."""
     world = distributed.world_size()
-    batch = _to_device(batch, job.device)
+    batch = _to_device(batch, job.device, job.channels_last)
     with autocast(job.device, amp_dtype):
         loss, stats = job.loss_fn(net, batch)
     loss = loss.float()

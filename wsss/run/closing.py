@@ -52,7 +52,8 @@ def next_steps(predictions: Path, model: Path, report_path: Optional[Path], sali
         "    images'). A CSV of `image,tags` rows (tags separated by ; or spaces) becomes a dataset with",
         "      wsss import --images YOUR_PHOTOS/ --tags tags.csv --out data/mine",
         "    and configs/msrc.yaml (a CPU schedule for ~300 px photos; configs/voc12.yaml is the paper's GPU",
-        "    schedule) trains on it:",
+        "    schedule) trains on it, with a saliency model of its own on DUTS-TR (ssnet.saliency.root; without",
+        "    it: --set saliency.seeds=false --set saliency.walk_weight=0):",
         "      wsss run --config configs/msrc.yaml --set data.root=data/mine --run-dir runs/mine",
     ]
     return "\n".join(lines)

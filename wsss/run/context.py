@@ -40,6 +40,10 @@ class RunContext:
     layout: RunLayout = field(init=False)
     # the saliency cue's model when the run trained or reused it (saliency.checkpoint: train)
     saliency_model: Optional[Path] = field(default=None, init=False)
+    # `wsss run --plan`: the plan the stage clock fills instead of running stages (wsss.run.plan)
+    plan: Optional[object] = field(default=None, init=False)
+    # `wsss run`: the stage clock's estimate of the run (wsss.run.clock)
+    clock: Optional[object] = field(default=None, init=False)
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
@@ -55,7 +59,8 @@ class RunContext:
         workers, progress bar, AMP, SyncBN and checkpoints."""
         cfg = self.config
         return {"device": self.device, "seed": cfg.seed, "num_workers": cfg.num_workers, "progress": self.progress,
-                "amp": cfg.amp, "sync_bn": cfg.sync_bn, "checkpoint_every": cfg.checkpoint_every,
+                "amp": cfg.amp, "sync_bn": cfg.sync_bn, "channels_last": cfg.channels_last,
+                "checkpoint_every": cfg.checkpoint_every,
                 "started": self.record}
 
     def precision_setting(self) -> dict:

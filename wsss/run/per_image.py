@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 from .. import distributed
 from ..data.voc import VocDataset
+from ..engine.plan import WouldRun, changed_settings, is_planning
 from ..errors import WsssError
 from ..io import TEMP_MARK, read_json, remove_stale_temps, save_json
 from ..names import inside
@@ -58,6 +59,9 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
     # leave ``out`` through a linked folder: each folder the outputs go to is checked once
     for folder in {finished(image_id).parent for image_id in voc.ids}:
         inside(folder, out)
+    if is_planning():
+        _plan(out, settings, [finished(image_id) for image_id in voc.ids])
+        return
     claim_output_dir(out, settings)
     todo = distributed.shard([i for i, image_id in enumerate(voc.ids) if not finished(image_id).exists()])
     if not todo and distributed.world_size() == 1:
@@ -71,6 +75,22 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
              len(todo) / max(elapsed, 1e-9), resolve_workers(workers),
              f", rank {distributed.rank()} of {distributed.world_size()}" if distributed.is_distributed() else "")
     distributed.barrier()
+
+
+def _plan(out: Path, settings: dict, files: list[Path]) -> None:
+    """``wsss run --plan``: return when the folder is complete for these settings, else raise
+    :class:`WouldRun` naming the settings that changed or the images left."""
+    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    recorded = output_settings(out) if out.is_dir() else None
+    if recorded is None:
+        raise WouldRun("not made yet")
+    if recorded != wanted:
+        changes = changed_settings(recorded, wanted)
+        raise WouldRun(f"{out} was made with other settings, discarded: {', '.join(changes[:4])}"
+                       + (f" and {len(changes) - 4} more" if len(changes) > 4 else ""))
+    left = sum(not path.exists() for path in files)
+    if left:
+        raise WouldRun(f"{left} of {len(files)} images left")
 
 
 OUTPUT_MARKER = ".wsss-output"

@@ -19,9 +19,15 @@ class StageTimer:
         self.ctx = ctx
 
     def __call__(self, name: str, fn, *args, **kwargs):
+        if self.ctx.plan is not None:  # `wsss run --plan`: what the stage would do, not doing it
+            return self.ctx.plan.stage(name, fn, *args, **kwargs)
+        if self.ctx.clock is not None:
+            self.ctx.clock.stage_started(name)
         start = time.perf_counter()
         result = fn(*args, **kwargs)
         seconds = round(time.perf_counter() - start, 2)
         log.info("%s done in %.1f s", name, seconds)
+        if self.ctx.clock is not None:
+            self.ctx.clock.stage_finished(name, seconds)
         self.ctx.update_summary("timings_s", {**self.ctx.summary().get("timings_s", {}), name: seconds})
         return result

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..cues.cam import cam_dir, cam_settings, cam_to_label, load_cam
 from ..cues.saliency import saliency_dir, walk_cue
+from ..engine.plan import WouldRun, is_planning
 from ..io import read_json, save_json
 from ..run.context import RunContext
 from .tune import Walker
@@ -63,6 +64,8 @@ def walk_factor(ctx: RunContext, method: str, walker: Callable[[], Walker], t_st
     cached = read_json(path, {})
     if isinstance(cached, dict) and all(cached.get(k) == v for k, v in _as_json(record).items()):
         return float(cached["factor"])
+    if is_planning():
+        raise WouldRun(f"the walk's background factor is found anew (area, {SAMPLE_IMAGES} {split} images)")
     voc = ctx.dataset(split)
     tagged = [i for i in range(len(voc)) if voc.labels[i].any()]
     if not tagged:
