@@ -5,6 +5,7 @@ import logging
 import shutil
 
 import yaml
+from tiny_run import TINY_SEG
 
 from wsss.cli import main
 
@@ -24,8 +25,7 @@ def _plan_lines(capsys, *args):
 def test_plan_of_a_fresh_a_finished_and_a_changed_run(pseudo_run, tmp_path, capsys, caplog):
     config, source = pseudo_run
     settings = yaml.safe_load(config.read_text())
-    settings["seg"] = {"output_stride": 16, "epochs": 1, "batch_size": 8, "resize_long": [56, 72], "crop_size": 64,
-                       "eval_scales": [1.0], "eval_crf": False}
+    settings["seg"] = TINY_SEG
     settings["psa"]["eval_splits"] = ["train"]
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(settings))

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from tiny_run import TINY_SEG
 
 from wsss.cli import main
 from wsss.cues.saliency import foreground_confusions, saliency_power
@@ -141,20 +142,26 @@ def test_oracle_saliency_lifts_the_walk_and_cleans_the_seeds(pseudo_run, tmp_pat
             assert (seeds[~objects] == 0).all()
 
 
-def test_psa_pipeline_with_ssnet_saliency_runs_end_to_end(cam_run, ssnet_run, tmp_path, tiny_dataset):
-    """`wsss run` (PSA) with SSNet's saliency on generated data: make-saliency for each split,
-    saliency-guided seeds, the mixed walk, a segmentation model; outputs at image size, scored."""
-    _, config, cam_run_dir = cam_run
-    ssnet_dir, _ = ssnet_run
-    settings = yaml.safe_load(config.read_text())
-    settings["saliency"] = {"checkpoint": str(ssnet_dir / "ssnet1" / "model.pt"), "seeds": True, "walk_weight": 0.5}
-    settings["seg"] = {"output_stride": 16, "epochs": 1, "batch_size": 8, "resize_long": [56, 72], "crop_size": 64,
-                       "eval_scales": [1.0], "eval_crf": False}
+def _run_with_saliency(config, cam_run_dir, tmp_path, sections: dict):
+    """`wsss run` of the tiny config with ``sections`` and a one-epoch segmentation network, in a
+    copy of ``cam_run_dir``; returns (the config's path, the run directory)."""
+    settings = {**yaml.safe_load(config.read_text()), **sections, "seg": TINY_SEG}
     path = tmp_path / "with_saliency.yaml"
     path.write_text(yaml.safe_dump(settings))
     run_dir = tmp_path / "run"
     shutil.copytree(cam_run_dir, run_dir)
     assert main(["run", "--config", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    return path, run_dir
+
+
+def test_psa_pipeline_with_ssnet_saliency_runs_end_to_end(cam_run, ssnet_run, tmp_path, tiny_dataset):
+    """`wsss run` (PSA) with SSNet's saliency on generated data: make-saliency for each split,
+    saliency-guided seeds, the mixed walk, a segmentation model; outputs at image size, scored."""
+    _, config, cam_run_dir = cam_run
+    ssnet_dir, _ = ssnet_run
+    path, run_dir = _run_with_saliency(
+        config, cam_run_dir, tmp_path,
+        {"saliency": {"checkpoint": str(ssnet_dir / "ssnet1" / "model.pt"), "seeds": True, "walk_weight": 0.5}})
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["saliency_maps/train"]["threshold"] < 1
     assert summary["saliency_maps/train"]["miou"] > 0
@@ -225,20 +232,13 @@ def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_r
     from wsss.run.context import RunContext
 
     _, config, cam_run_dir = cam_run
-    settings = yaml.safe_load(config.read_text())
     store = tmp_path / "store"
-    settings["saliency"] = {"checkpoint": "train", "store": str(store), "seeds": True, "walk_weight": 0.5}
-    settings["ssnet"] = {"saliency": {"root": str(tmp_path / "saliency"), "holdout_every": 0,
-                                      "demo": {"num_images": 12, "image_size": 80, "seed": 3}},
-                         "stage1": {"output_stride": 16, "epochs": 1, "batch_size": 8, "optimizer": "adam",
-                                    "lr": 2e-4, "resize_long": [56, 72], "crop_size": 64}}
-    settings["seg"] = {"output_stride": 16, "epochs": 1, "batch_size": 8, "resize_long": [56, 72], "crop_size": 64,
-                       "eval_scales": [1.0], "eval_crf": False}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(settings))
-    run_dir = tmp_path / "run"
-    shutil.copytree(cam_run_dir, run_dir)
-    assert main(["run", "--config", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    path, run_dir = _run_with_saliency(config, cam_run_dir, tmp_path, {
+        "saliency": {"checkpoint": "train", "store": str(store), "seeds": True, "walk_weight": 0.5},
+        "ssnet": {"saliency": {"root": str(tmp_path / "saliency"), "holdout_every": 0,
+                               "demo": {"num_images": 12, "image_size": 80, "seed": 3}},
+                  "stage1": {"output_stride": 16, "epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 2e-4,
+                             "resize_long": [56, 72], "crop_size": 64}}})
     models = list(store.glob("ssnet1-*/ssnet1/model.pt"))
     assert len(models) == 1
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -51,6 +51,11 @@ def write_config(tmp_path, root, **cam):
     return path
 
 
+TINY_SEG = {"output_stride": 16, "epochs": 1, "batch_size": 8, "resize_long": [56, 72], "crop_size": 64,
+            "eval_scales": [1.0], "eval_crf": False}
+"""A segmentation section for tests that need a model, not a good one: one epoch, single-scale scoring."""
+
+
 def untrained_twin(path, out):
     """The model file ``path`` with the network as it was before training: the pretrained backbone
     and freshly initialised new layers (seed 0), with the same kind, metadata and fingerprint, so

@@ -300,10 +300,13 @@ def _plan_run(ctx) -> str:
     """`wsss run --plan`: the pre-check, then the plan; nothing is written."""
     from . import methods
     from .precheck import check_run
-    from .run.plan import describe, make_plan
+    from .run.plan import COMPLETE, describe, make_plan
 
     check_run(ctx)
-    return describe(ctx, make_plan(ctx, methods.run, methods.stage_inputs(ctx)))
+    plan = make_plan(ctx, methods.run, methods.stage_inputs(ctx))
+    seconds = sum(methods.predicted_seconds(ctx, s.name) for s in plan.stages if s.state != COMPLETE) \
+        if methods.method_of(ctx.method).walk else None
+    return describe(ctx, plan, seconds)
 
 
 def _tune(_, ctx, a):

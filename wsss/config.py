@@ -495,10 +495,11 @@ class PipelineConfig(Section):
     amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"
     # Under torchrun on CUDA: BatchNorm statistics over the global batch (stages without freeze_bn).
     sync_bn: bool = False
-    # Train in channels-last (NHWC) memory: oneDNN's faster convolutions on CPU (msrc, 2 cores: a
-    # CAM step 1.5x, a segmentation step 1.6x as fast). Float rounding differs from NCHW, so a model
-    # trained so is not byte-identical to one trained without; each setting is deterministic.
-    channels_last: bool = True
+    # Train in channels-last (NHWC) memory: oneDNN's faster convolutions on CPU (msrc, 2 cores:
+    # train-cam 600 -> 426 s, train-irn 245 -> 181 s, train-seg 245 -> 155 s). Float rounding
+    # differs from NCHW, so its models are not byte-identical to NCHW ones; each setting is
+    # deterministic. Off by default until more than one run shows equal quality (BENCHMARKS.md).
+    channels_last: bool = False
     # Training checkpoints every N steps as well as at each epoch's end (0 = epoch ends only).
     checkpoint_every: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)

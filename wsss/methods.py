@@ -163,13 +163,13 @@ def predicted_seconds(ctx, name: str) -> float:
     images = len(ctx.dataset(split or cfg.data.train_split))
     if command == "train-saliency":
         stage = cfg.ssnet.stage1
-        return training_seconds("train-saliency", images, stage) * (1 + stage.saliency_per_sample)
+        return training_seconds("train-saliency", images, stage, cfg.channels_last) * (1 + stage.saliency_per_sample)
     if command in ("train-cam", "train-seg"):
-        return training_seconds(command, images, getattr(cfg, command.split("-")[1]))
+        return training_seconds(command, images, getattr(cfg, command.split("-")[1]), cfg.channels_last)
     if method.walk:
         stages = method.pipeline.STAGES
         if command == stages.network.command:
-            return training_seconds(f"train-{ctx.method}", images, getattr(cfg, ctx.method))
+            return training_seconds(f"train-{ctx.method}", images, getattr(cfg, ctx.method), cfg.channels_last)
         if command == stages.seeds.command:
             return images * REFERENCE["seeds"]
         if command == stages.walk.command:

@@ -17,22 +17,25 @@ from typing import Optional
 log = logging.getLogger("wsss")
 
 REFERENCE = {
-    # seconds per training sample-pixel (steps x batch x crop^2), msrc, 2 cores, EfficientNet-Lite0
-    "train-cam": 2.2e-7, "train-psa": 3.0e-7, "train-irn": 3.4e-7, "train-seg": 2.4e-7,
-    "train-saliency": 3.3e-7,  # SSNet stage 1: a batch holds batch x (1 + saliency_per_sample) crops
+    # seconds per training sample-pixel (steps x batch x crop^2), msrc, 2 cores (AMD EPYC),
+    # EfficientNet-Lite0, NCHW: configs/msrc.yaml's run from nothing (BENCHMARKS.md)
+    "train-cam": 2.17e-6, "train-psa": 2.98e-6, "train-irn": 3.55e-6, "train-seg": 2.31e-6,
+    "train-saliency": 3.27e-6,  # SSNet stage 1: a batch holds batch x (1 + saliency_per_sample) crops
     # seconds per image and network pass (scales x flips) at msrc's ~320 x 213 px
-    "make-cam": 0.033, "make-saliency": 0.038,
+    "make-cam": 0.030, "make-saliency": 0.037,
     # seconds per image: seeds (a dense CRF each), the walk (+ CRF), scoring
-    "seeds": 0.25, "walk": 0.09, "eval-seg": 1.0, "eval": 0.05,
+    "seeds": 0.24, "walk": 0.15, "eval-seg": 0.67, "eval": 0.05,
 }
+CHANNELS_LAST = 0.69
+"""Training time in channels-last memory over NCHW (the same run: CAM 0.71, IRN 0.74, segmentation 0.63)."""
 
 
-def training_seconds(kind: str, images: int, section) -> float:
+def training_seconds(kind: str, images: int, section, channels_last: bool = False) -> float:
     """Predicted seconds of a training stage of ``section`` (epochs, batch_size, crop_size) on
     ``images`` training images; ``kind`` a key of :data:`REFERENCE`."""
     batch = min(section.batch_size, max(images, 1))
     steps = (images // batch) * section.epochs
-    return steps * batch * section.crop_size ** 2 * REFERENCE[kind]
+    return steps * batch * section.crop_size ** 2 * REFERENCE[kind] * (CHANNELS_LAST if channels_last else 1.0)
 
 
 def passes(scales, flip: bool) -> float:

@@ -79,8 +79,8 @@ def make_plan(ctx: RunContext, run, inputs_of: Callable[[str], Optional[list[str
     return plan
 
 
-def describe(ctx: RunContext, plan: Plan) -> str:
-    """The plan as lines for the terminal."""
+def describe(ctx: RunContext, plan: Plan, seconds: Optional[float] = None) -> str:
+    """The plan as lines for the terminal; ``seconds``: the predicted time of the stages to run."""
     counts = {state: sum(s.state == state for s in plan.stages) for state in (COMPLETE, WILL_RUN, SCORES)}
     new = not ctx.run_dir.exists()
     lines = [f"plan for {ctx.run_dir} ({'new run; ' if new else ''}pipeline {ctx.method}): {len(plan.stages)} stages, "
@@ -93,4 +93,6 @@ def describe(ctx: RunContext, plan: Plan) -> str:
         lines.append(f"  {s.state:<9} {s.name:<{width}}  {s.reason}".rstrip())
     if counts[WILL_RUN] == 0:
         lines.append("nothing to train or make: `wsss run` would only score and write the report")
+    elif seconds:
+        lines.append(f"about {seconds / 60:.0f} min at the reference speeds of a 2-core CPU (wsss/run/clock.py)")
     return "\n".join(lines)
