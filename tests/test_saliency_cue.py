@@ -223,7 +223,7 @@ def test_saliency_cue_errors_name_the_fix(pseudo_run, tmp_path, tiny_dataset, ca
 
 
 def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_run, tmp_path, tiny_dataset,
-                                                                          caplog):
+                                                                          caplog, capsys):
     """`saliency.checkpoint: train`: `wsss run` trains SSNet's stage 1 into the shared store
     first, the maps come from it; another run directory of the same settings and data reuses the
     very file, and says so; another seed is another model."""
@@ -247,6 +247,11 @@ def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_r
     assert maps["model"] == torch.load(models[0], map_location="cpu", weights_only=True)["fingerprint"]
     assert (run_dir / "seg" / "model.pt").exists() and not (run_dir / "ssnet1").exists()
     made = models[0].read_bytes()
+    # the plan of the finished run: every stage complete, the saliency model's too, nothing written
+    files = {path: path.read_bytes() for path in sorted([*run_dir.rglob("*"), *store.rglob("*")]) if path.is_file()}
+    assert main(["run", "--plan", "--config", str(path), "--run-dir", str(run_dir)]) == 0
+    assert "complete  train-saliency" in capsys.readouterr().out
+    assert files == {p: p.read_bytes() for p in sorted([*run_dir.rglob("*"), *store.rglob("*")]) if p.is_file()}
 
     other = RunContext(tmp_path / "another_run", load_config(path))
     with caplog.at_level(logging.INFO, logger="wsss"):

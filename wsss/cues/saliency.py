@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from ..distributed import on_main_process
+from ..engine.plan import WouldRun, is_planning
 from ..errors import WsssError
 from ..inference.predictor import Predictor
 from ..io import IGNORE_INDEX, load_saliency_map, read_json, save_image, save_json
@@ -131,7 +132,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
                 "upsample": cue.upsample, "long_side": cue.long_side, **ctx.precision_setting()}
     run_per_image(ctx, "make-saliency", voc, out, settings, lambda image_id: out / f"{image_id}.png",
                   SaliencyMaker, (ctx, split, root, path), cue.workers, f"make-saliency {split}")
-    if voc.has_masks:
+    if voc.has_masks and not is_planning():
         score(ctx, split, root)
     return out
 
@@ -261,6 +262,8 @@ def mask_free_saliency_threshold(ctx: RunContext, method: str) -> float:
     cached = read_json(path, {})
     if isinstance(cached, dict) and cached.get("method") == method and cached.get("made_from") == made_from:
         return float(cached["threshold"])
+    if is_planning():
+        raise WouldRun(f"s* is found anew from the {split} saliency maps ({method})")
     threshold, measured = estimate_saliency_threshold(method, ctx.dataset(split), saliency_dir(ctx, split),
                                                       cam_dir(ctx, split), cam_threshold)
     save_json(path, {"method": method, "threshold": threshold, "masks": "none read", "made_from": made_from,
