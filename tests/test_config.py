@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,15 @@ def test_set_errors_blame_the_set_not_the_file(tmp_path):
     assert any(line.strip().startswith(f"{path}: cam.epochs:") for line in lines)
     assert any(line.strip().startswith("--set device=tpu: device: Value error, device must be auto, cpu, cuda")
                for line in lines)
+
+
+def test_psa_crf_auto_follows_the_saliency_cue():
+    """psa.crf: auto is the CRF with the saliency cue only, settled when the config is read (as
+    configs/msrc.yaml ships it), and recorded as the plain value the stages read."""
+    shipped = load_config(Path(__file__).resolve().parents[1] / "configs" / "msrc.yaml")
+    assert shipped.saliency.used and shipped.psa.crf is True
+    without = load_config(Path(__file__).resolve().parents[1] / "configs" / "msrc.yaml",
+                          ["saliency.seeds=false", "saliency.walk_weight=0"])
+    assert without.psa.crf is False
+    assert load_config(None, ["psa.crf=auto"]).psa.crf is False  # the default config has no cue
+    assert load_config(None, ["psa.crf=true"]).psa.crf is True
