@@ -432,6 +432,10 @@ class SsnetConfig(Section):
     compare_stages: bool = False
 
 
+TRAIN_SALIENCY = "train"
+"""``saliency.checkpoint: train``: `wsss run` trains (or reuses) the saliency model itself (wsss.saliency_model)."""
+
+
 class SaliencyCueConfig(Section):
     """Saliency as the background cue of the random-walk pipelines (PSA, IRN): maps of an SSNet
     (``checkpoint``, stage 1 or 2, trained on DUTS-TR) written per split by make-saliency, then
@@ -451,7 +455,7 @@ class SaliencyCueConfig(Section):
     # an SSNet model.pt (train-ssnet; relative to the working directory), or train: `wsss run`
     # trains SSNet's stage 1 (the ssnet section) into `store`, once for the same settings and data,
     # and every later run of them reuses it (wsss.saliency_model)
-    checkpoint: Union[Literal["train"], Path, None] = None
+    checkpoint: Union[Literal["train"], Path, None] = None  # "train": TRAIN_SALIENCY
     store: Path = Path("runs/saliency")
     scales: Scales = Field(default_factory=lambda: [1.0])
     flip: bool = True

@@ -86,6 +86,7 @@ def run_walk_method(ctx, method: Method):
     from .cam import evaluate as eval_cam
     from .cam import make as make_cam
     from .cam import train as train_cam
+    from .config import TRAIN_SALIENCY
     from .cues import saliency as make_saliency
     from .run.closing import RunOutcome
     from .run.timer import StageTimer
@@ -99,7 +100,7 @@ def run_walk_method(ctx, method: Method):
     timed = StageTimer(ctx)
     with_saliency = cfg.saliency.used
 
-    if with_saliency and cfg.saliency.checkpoint == saliency_model.TRAIN:
+    if with_saliency and cfg.saliency.checkpoint == TRAIN_SALIENCY:
         timed("train-saliency", saliency_model.run, ctx)
     timed("train-cam", train_cam.run, ctx)
     for split in cfg.cam.eval_splits:

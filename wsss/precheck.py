@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .config import TRAIN_SALIENCY
 from .errors import WsssError
 from .methods import method_of
 from .run.context import RunContext
@@ -78,7 +79,7 @@ def _saliency_model_check(ctx: RunContext) -> Callable[[], None]:
     def check():
         from .cues.saliency import saliency_checkpoint, saliency_settings
 
-        if ctx.config.saliency.checkpoint == "train":  # the run trains it: its saliency set must be there
+        if ctx.config.saliency.checkpoint == TRAIN_SALIENCY:  # the run trains it: its saliency set must be there
             _saliency_set_check(ctx.config.ssnet.saliency, "or run without the saliency cue: --set "
                                 "saliency.seeds=false --set saliency.walk_weight=0")
             return

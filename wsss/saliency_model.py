@@ -31,37 +31,37 @@ from .ssnet.train import saliency_root, stage_fingerprint
 
 log = logging.getLogger("wsss")
 
-TRAIN = "train"
-"""``saliency.checkpoint: train``: the run trains (or reuses) the model itself."""
-
-
 def store_context(ctx: RunContext, folder: Path) -> RunContext:
     """A context for ``folder`` in the store: the run's config and device, nothing recorded."""
     return RunContext(folder, ctx.config, progress=ctx.progress)
 
 
-def model_dir(ctx: RunContext) -> Path:
-    """The store folder of this run's saliency model, ``<store>/ssnet1-<key>``: the key (16 hex
-    digits) hashes the stage's fingerprint, the train split's images and tags and the saliency
-    set's images."""
+def _made_from(ctx: RunContext) -> tuple[str, Path]:
+    """(the stage's training fingerprint, the store folder of this run's saliency model,
+    ``<store>/ssnet1-<key>``): the key (16 hex digits) hashes the fingerprint, the train split's
+    images and tags and the saliency set's images."""
     cfg = ctx.config
     voc = ctx.dataset(cfg.data.train_split)
     sal = cfg.ssnet.saliency
     train_ids, _ = split_holdout(saliency_ids(saliency_root(ctx)), sal.holdout_every)  # the demo's set: generated first
-    made_from = {"stage": stage_fingerprint(ctx, 1, voc.class_names, {}),
-                 "tags": [voc.ids, voc.labels.astype(int).tolist()], "saliency_images": train_ids}
+    fingerprint = stage_fingerprint(ctx, 1, voc.class_names, {})
+    made_from = {"stage": fingerprint, "tags": [voc.ids, voc.labels.astype(int).tolist()], "saliency_images": train_ids}
     key = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cfg.saliency.store) / f"ssnet1-{key}"
+    return fingerprint, Path(cfg.saliency.store) / f"ssnet1-{key}"
+
+
+def model_dir(ctx: RunContext) -> Path:
+    """The store folder of this run's saliency model (:func:`_made_from`)."""
+    return _made_from(ctx)[1]
 
 
 def run(ctx: RunContext) -> Path:
     """Train SSNet stage 1 into the store, or reuse the one there; returns its model.pt. The run's
     later stages read it (``ctx.saliency_model``)."""
-    folder = model_dir(ctx)
+    fingerprint, folder = _made_from(ctx)  # the fingerprint reads no run directory: the store's is the run's
     store_ctx = store_context(ctx, folder)
     model = store_ctx.layout.ssnet_model(1)
-    voc = ctx.dataset(ctx.config.data.train_split)
-    finished = finished_model(model, stage_fingerprint(store_ctx, 1, voc.class_names, {}))
+    finished = finished_model(model, fingerprint)
     if not finished and is_planning():
         raise WouldRun(f"not in the store for these settings and data: trains {folder}")
     if finished:

@@ -26,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import TRAIN_SALIENCY
 from ..distributed import on_main_process
 from ..engine.plan import WouldRun, is_planning
 from ..errors import WsssError
@@ -50,7 +51,7 @@ def saliency_checkpoint(ctx: RunContext, checkpoint: Optional[Path] = None) -> P
     """The saliency model: ``checkpoint`` (--saliency-checkpoint), the one the run trained or
     reused (``saliency.checkpoint: train``), or ``saliency.checkpoint``."""
     path = checkpoint or ctx.saliency_model or ctx.config.saliency.checkpoint
-    if path == "train":
+    if path == TRAIN_SALIENCY:
         raise WsssError("saliency.checkpoint: train is the model `wsss run` trains (or reuses) first; run "
                         "`wsss run`, or pass --saliency-checkpoint MODEL")
     if path is None:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..errors import WsssError
 from ..io import atomic_path
-from ..run.layout import FINAL_MODEL
+from ..run.layout import FINAL_MODEL, TRAINING_CHECKPOINT
 from .plan import WouldRun, is_planning
 
 log = logging.getLogger("wsss")
@@ -123,7 +123,7 @@ def skip_finished(command: str, final: Path, fingerprint: str) -> bool:
 
 def _training_state(final: Path, fingerprint: str) -> str:
     """Why a training has work left (for ``wsss run --plan``)."""
-    checkpoint = Path(final).parent / "checkpoint.pt"
+    checkpoint = Path(final).parent / TRAINING_CHECKPOINT
     if checkpoint.exists():
         payload = read_wsss_file(checkpoint, training=True)
         if payload.get("fingerprint") == fingerprint:

@@ -44,13 +44,12 @@ def single_and_multiscale(predictor: Predictor, image: np.ndarray, scales: list[
         predictor.scales, predictor.flip = scales, True
         return single, predictor.probabilities(image)
     rgb, tensor = predictor._inputs(image)
-    calls, kept = [], {}
+    order, kept = iter(scales), {}
 
     def softmax(batch: torch.Tensor) -> torch.Tensor:  # called once per scale, in the order of ``scales``
         probs = predictor._softmax(batch)
-        if scales[len(calls)] == 1.0:
+        if next(order) == 1.0:
             kept["single"] = probs[0]
-        calls.append(1)
         return probs
 
     summed = multiscale_sum(softmax, tensor, scales, True) / (2 * len(scales))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 log = logging.getLogger("wsss")
 
@@ -62,7 +61,7 @@ class RunClock:
         worked = [(p, r) for p, r in self.done if p > 0 and r > 1.0]
         return sum(r for _, r in worked) / sum(p for p, _ in worked) if worked else 1.0
 
-    def left(self, current: Optional[str] = None) -> float:
+    def left(self) -> float:
         return self.factor() * sum(s for name, s in self.predicted.items() if name not in self.finished)
 
     def opening(self) -> str:

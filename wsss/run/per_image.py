@@ -26,6 +26,12 @@ SETTINGS_FILE = "settings.json"
 """What a per-image folder's files were made with (written by :func:`claim_output_dir`)."""
 
 
+def as_recorded(settings: dict) -> dict:
+    """``settings`` as ``settings.json`` holds them (JSON types, keys sorted): what a folder's
+    record is compared with."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
 def output_settings(folder: Path) -> Optional[dict]:
     """The settings a per-image folder's outputs were made with (None before its stage ran)."""
     return read_settings(Path(folder) / SETTINGS_FILE)
@@ -80,7 +86,7 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
 def _plan(out: Path, settings: dict, files: list[Path]) -> None:
     """``wsss run --plan``: return when the folder is complete for these settings, else raise
     :class:`WouldRun` naming the settings that changed or the images left."""
-    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    wanted = as_recorded(settings)
     recorded = output_settings(out) if out.is_dir() else None
     if recorded is None:
         raise WouldRun("not made yet")
@@ -125,7 +131,7 @@ def read_settings(record: Path) -> Optional[dict]:
 
 def _claim(folder: Path, settings: dict) -> None:
     record = folder / SETTINGS_FILE
-    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    wanted = as_recorded(settings)
     if folder.exists() and not folder.is_dir():
         raise WsssError(f"{folder}: is not a folder; choose another output folder")
     if folder.is_dir():
