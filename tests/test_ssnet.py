@@ -128,6 +128,27 @@ def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():
     assert logits.shape == (2, 6, 4, 6) and v.shape == (2, 5) and v_big.shape == (1, 5)
 
 
+def test_saliency_only_network_runs_the_saliency_crops_alone():
+    from wsss.ssnet.train import SsnetLoss
+    torch.manual_seed(0)
+    net = SSNet(build_backbone("efficientnet_lite0", 16, pretrained=False), 4).eval()
+    seen = []
+    net.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    target = (torch.rand(3, 1, 64, 64) > 0.5).long()
+    batch = {"image": torch.rand(2, 3, 64, 64) * 255, "label": torch.tensor([[1.0, 0, 0], [0, 1, 0]]),
+             "sal_image": torch.rand(3, 1, 3, 64, 64) * 255, "sal_target": target}
+    with torch.no_grad():
+        joint, joint_stats = SsnetLoss(1.0, 1.0, 0.0, "background", with_pseudo=False)(net, batch)
+        alone, stats = SsnetLoss(0.0, 1.0, 0.0, "background", with_pseudo=False)(net, batch)
+        logits, v_logits = net(batch["sal_image"].flatten(0, 1))
+    assert seen[:2] == [5, 3]  # the joint loss runs 2 + 3 crops, the saliency-only one the 3 saliency crops
+    expected = saliency_loss(torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False),
+                             v_logits, target.flatten(0, 1))
+    torch.testing.assert_close(alone, expected)
+    assert stats["loss_cls"] == 0.0 and joint_stats["loss_cls"] > 0
+    assert joint.item() == pytest.approx(joint_stats["loss_cls"] + stats["loss_sal"], rel=1e-4)
+
+
 def test_saliency_split_and_pairing_are_deterministic_and_even():
     ids = [f"img{i:03d}" for i in range(23)]
     train, held = split_holdout(list(reversed(ids)), 5)

@@ -392,7 +392,8 @@ class SsnetConfig(Section):
     """SSNet (Zeng et al., ICCV 2019): joint saliency detection and weakly supervised segmentation."""
 
     saliency: SaliencyDataConfig = Field(default_factory=SaliencyDataConfig)
-    # Weights of the loss terms: L = w_cls Lc + w_sal Ls1 (+ w_seg Ls2 in stage 2).
+    # Weights of the loss terms: L = w_cls Lc + w_sal Ls1 (+ w_seg Ls2 in stage 2). cls_weight 0
+    # makes stage 1 a saliency-only network, trained on the saliency set's crops alone
     cls_weight: float = Field(1.0, ge=0)
     sal_weight: float = Field(1.0, ge=0)
     seg_weight: float = Field(1.0, ge=0)

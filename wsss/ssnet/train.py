@@ -114,11 +114,14 @@ class SsnetLoss:
     def __call__(self, model: SSNet, batch: dict):
         # (B, k, ...) saliency crops -> (k B, ...)
         seg_images, sal_images, sal_target = batch["image"], batch["sal_image"].flatten(0, 1), batch["sal_target"].flatten(0, 1)
-        count = seg_images.shape[0]
-        logits, v_logits = model(torch.cat([seg_images, sal_images]))
+        # cls_weight 0 in stage 1 trains a saliency-only network: the dataset's crops would add
+        # nothing to the loss, so they are not run at all
+        saliency_only = self.cls_weight == 0 and not self.with_pseudo
+        count = 0 if saliency_only else seg_images.shape[0]
+        logits, v_logits = model(sal_images if saliency_only else torch.cat([seg_images, sal_images]))
         # Lc pools the logits spatially: at the network's stride, the mean equals that of the
         # bilinearly upsampled map up to border effects, at a fraction of the cost.
-        loss_cls = classification_loss(logits[:count], batch["label"])
+        loss_cls = logits.new_zeros(()) if saliency_only else classification_loss(logits[:count], batch["label"])
         sal_logits = F.interpolate(logits[count:], size=sal_target.shape[-2:], mode="bilinear", align_corners=False)
         loss_sal = saliency_loss(sal_logits, v_logits[count:], sal_target, self.negative)
         loss = self.cls_weight * loss_cls + self.sal_weight * loss_sal
