@@ -155,14 +155,23 @@ def test_new_inputs_retrain_the_stages_that_read_them(pseudo_run, tmp_path, capl
     seg = ["--set", "seg.epochs=1", "--set", "seg.crop_size=64", "--set", "seg.resize_long=[56,72]"]
     assert main(["train-seg", *common, *seg]) == 0
     first = torch.load(run_dir / "seg" / "model.pt", weights_only=True)["fingerprint"]
+    # a score of this model on another data root (eval-seg --data-root), which the run cannot redo
+    summary_path = run_dir / "summary.json"
+    score = {"seg/original-val": {"miou": 61.0, "note": "single-scale"}}
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), **score}))
     with caplog.at_level(logging.INFO, logger="wsss"):
         assert main(["train-seg", *common, *seg]) == 0  # same labels: reused
+        before = json.loads(summary_path.read_text())
+        assert before["seg/original-val"] == score["seg/original-val"]
         assert any("train-seg" in r.getMessage() and "complete, skipping" in r.getMessage() for r in caplog.records)
         caplog.clear()
         assert main(["make-psa-pseudo", *common, "--split", "train", "--set", "psa.steps=8"]) == 0
         assert main(["train-seg", *common, *seg, "--set", "psa.steps=8"]) == 0
         assert not any("complete, skipping" in r.getMessage() for r in caplog.records)
     assert torch.load(run_dir / "seg" / "model.pt", weights_only=True)["fingerprint"] != first
+    summary = json.loads(summary_path.read_text())
+    assert not any(key.startswith("seg/") for key in summary)  # the old model's score is gone, no other
+    assert {k for k in before if not k.startswith("seg/")} <= set(summary)
 
     # new seeds (as a retrained classifier gives): train-psa trains anew
     seeds = run_dir / "psa_labels" / "train" / "settings.json"

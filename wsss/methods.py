@@ -164,7 +164,10 @@ def predicted_seconds(ctx, name: str) -> float:
     images = len(ctx.dataset(split or cfg.data.train_split))
     if command == "train-saliency":
         stage = cfg.ssnet.stage1
-        return training_seconds("train-saliency", images, stage, cfg.channels_last) * (1 + stage.saliency_per_sample)
+        # a step runs the dataset's crops and k saliency crops each; the saliency-only network
+        # (cls_weight 0) the saliency crops alone
+        crops = stage.saliency_per_sample + (cfg.ssnet.cls_weight > 0)
+        return training_seconds("train-saliency", images, stage, cfg.channels_last) * crops
     if command in ("train-cam", "train-seg"):
         return training_seconds(command, images, getattr(cfg, command.split("-")[1]), cfg.channels_last)
     if method.walk:

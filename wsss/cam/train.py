@@ -49,6 +49,7 @@ def run(ctx: RunContext, max_steps: int | None = None) -> Path:
     final = ctx.layout.cam_model
     if skip_finished("train-cam", final, fingerprint):
         return final
+    ctx.forget_scores("cam")
     seed_everything(cfg.seed)
     model = build_model("cam", cfg.backbone.name, cfg.cam.output_stride, voc.num_classes, **ctx.backbone_weights())
     augment = JointAugment.from_config(cfg.cam)

@@ -161,6 +161,16 @@ class RunContext:
             summary[key] = value
         save_json(path, summary)
 
+    def forget_scores(self, kind: str) -> None:
+        """Drop summary.json's ``<kind>/...`` scores: the model they scored is being trained anew,
+        and a split scored on another data root (or not scorable now) must not keep its old score."""
+        if not distributed.is_main():
+            return
+        summary = self.summary()
+        stale = [key for key in summary if key.startswith(f"{kind}/")]
+        if stale:
+            save_json(self.layout.summary, {k: v for k, v in summary.items() if k not in stale})
+
     def summary(self) -> dict:
         """summary.json's scores; a damaged one is set aside with a warning (the stages' eval
         files hold the same scores, and the next stage to finish writes it anew)."""

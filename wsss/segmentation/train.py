@@ -23,6 +23,7 @@ from ..models.build import deeplab_options
 from ..models.segmentation import SegNet, logits_at
 from ..run.context import RunContext
 from ..run.per_image import output_settings
+from .algorithm import BoundaryIgnored
 
 log = logging.getLogger("wsss")
 
@@ -47,7 +48,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         if missing:
             raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; "
                             f"run `wsss make-{ctx.method}-pseudo --split {split}` first")
-        load_target = LabelMapFolder(folder, voc.ids)
+        load_target = BoundaryIgnored(LabelMapFolder(folder, voc.ids), cfg.seg.ignore_boundary)
     seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf")}
     made_with = {} if labels == "gt" else {"pseudo_labels": {"folder": folder.name, **(output_settings(folder.parent) or {})}}
     # the pseudo labels' own settings (their walk, seeds, CAMs): labels made anew retrain the model
@@ -57,6 +58,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
     final = ctx.layout.seg_model(labels)
     if skip_finished("train-seg", final, fingerprint):
         return final
+    ctx.forget_scores("seg_gt" if labels == "gt" else "seg")
     seed_everything(cfg.seed)
     s = cfg.seg
     model = build_model("segmentation", cfg.backbone.name, s.output_stride, voc.num_classes, s.head, s.rates,
