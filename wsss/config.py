@@ -329,9 +329,6 @@ class SegConfig(DeepLabConfig):
     freeze_bn: bool = True
     eval_scales: Scales = Field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])
     eval_crf: bool = True
-    # pseudo labels only: pixels within this many of a change of label are ignored in training
-    # (wsss.segmentation.algorithm.ignore_boundaries); 0 trains on every pixel
-    ignore_boundary: int = Field(0, ge=0)
 
 
 class DemoSaliencyConfig(Section):

@@ -31,7 +31,7 @@ def config_fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-ADDED_TRAINING_KEYS = {"head_skip": False, "saliency_per_sample": 1, "ignore_boundary": 0}
+ADDED_TRAINING_KEYS = {"head_skip": False, "saliency_per_sample": 1}
 """Settings added after models were trained: left out of a training fingerprint at these defaults,
 so that the finished models of earlier configs still count as finished."""
 

@@ -23,7 +23,6 @@ from ..models.build import deeplab_options
 from ..models.segmentation import SegNet, logits_at
 from ..run.context import RunContext
 from ..run.per_image import output_settings
-from .algorithm import BoundaryIgnored
 
 log = logging.getLogger("wsss")
 
@@ -48,7 +47,7 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
         if missing:
             raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; "
                             f"run `wsss make-{ctx.method}-pseudo --split {split}` first")
-        load_target = BoundaryIgnored(LabelMapFolder(folder, voc.ids), cfg.seg.ignore_boundary)
+        load_target = LabelMapFolder(folder, voc.ids)
     seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf")}
     made_with = {} if labels == "gt" else {"pseudo_labels": {"folder": folder.name, **(output_settings(folder.parent) or {})}}
     # the pseudo labels' own settings (their walk, seeds, CAMs): labels made anew retrain the model
