@@ -115,4 +115,3 @@ def test_tiny_model_beats_chance(gt_model, tiny_dataset, tmp_path):
     # Not just background: object classes are found too.
     found = [name for name, iou in model["per_class_iou"].items() if name != "background" and (iou or 0) > 10]
     assert len(found) >= 2, model["per_class_iou"]
-
