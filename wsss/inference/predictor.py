@@ -78,8 +78,9 @@ class Predictor:
             self.device = torch.device("cuda", distributed.local_rank())
         if self.engine == "torch":
             loaded = load_model(checkpoint, self.device, EXPORT_KINDS)
-            self.model, kind, self.class_names, self.fingerprint = loaded.model, loaded.kind, loaded.class_names, \
-                loaded.fingerprint
+            # NHWC memory, as make-cam: oneDNN's convolutions are faster on it, the outputs equal to rounding
+            self.model, kind, self.class_names, self.fingerprint = loaded.model.to(memory_format=torch.channels_last), \
+                loaded.kind, loaded.class_names, loaded.fingerprint
         else:
             source = Path(checkpoint) if Path(checkpoint).suffix.lower() == ".onnx" else \
                 load_model(checkpoint, "cpu", EXPORT_KINDS)
@@ -91,6 +92,8 @@ class Predictor:
         self.saliency_upsample, self.saliency_crf = saliency_upsample, saliency_crf
 
     def _outputs(self, batch: torch.Tensor):
+        if self.engine == "torch":
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
             return self.model(batch)
 
