@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from wsss.config import load_config
+from wsss.config import TRAIN_SALIENCY, load_config
 from wsss.errors import WsssError
 
 
@@ -46,7 +46,9 @@ def test_shipped_configs_validate(name):
     from pathlib import Path
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
-    assert cfg.name
+    # the recipe's shape: a saliency model trained as the run's first stage, then a walk on its cue
+    assert cfg.saliency.checkpoint == TRAIN_SALIENCY and cfg.saliency.seeds and cfg.saliency.walk_weight > 0
+    assert cfg.pipeline in ("psa", "irn") and cfg.psa.crf is True
 
 
 def test_config_that_is_a_folder_or_not_text(tmp_path):
