@@ -330,6 +330,12 @@ def test_a_second_command_on_a_locked_run_directory_is_refused(dataset, tmp_path
         assert main(["eval-cam", "--config", str(config), "--run-dir", str(run_dir), "--no-progress"]) == 2
         err = one_line_error(capsys)
         assert f"another wsss command is using this run directory: pid {holder.pid} (wsss make-cam)" in err
+        # the saliency store's folders are locked alike, and the message names the store's way out
+        from wsss.run.lock import run_lock
+        with pytest.raises(WsssError, match=rf"this saliency model folder: pid {holder.pid} \(wsss make-cam\); wait "
+                                            r"for it to finish or set another saliency.store$"):
+            with run_lock(run_dir, "train-saliency", "saliency model folder", "set another saliency.store"):
+                pass
     finally:
         holder.kill()
         holder.wait()

@@ -68,7 +68,7 @@ def run(ctx: RunContext) -> Path:
         log.info("train-saliency: reusing %s (trained for the same settings and data)", model)
     else:
         log.info("train-saliency: SSNet stage 1 into %s, shared by every run of the same settings and data", folder)
-        with run_lock(folder, "train-saliency"):
+        with run_lock(folder, "train-saliency", "saliency model folder", "set another saliency.store"):
             ssnet_train.run(store_ctx, 1)
     ctx.saliency_model = model
     if not is_planning():

@@ -48,7 +48,7 @@ class CamMaker:
 
     def __init__(self, ctx: RunContext, split: str, root: Optional[Path], checkpoint: Optional[Path], out: Path):
         self.ctx, self.voc, self.out = ctx, ctx.dataset(split, root), out
-        # NHWC memory: oneDNN's convolutions run 1.5x faster on it here, and the CAMs agree with
+        # NHWC memory: oneDNN's convolutions run 1.24x faster on it here, and the CAMs agree with
         # NCHW's to 1e-4 (benchmarks/bench_cam_precision.py; a change of rounding, not of settings)
         self.model = load_cam_model(ctx, checkpoint, self.voc.class_names).to(memory_format=torch.channels_last)
         self.amp = autocast_dtype(ctx.config.amp, ctx.device)
