@@ -83,8 +83,8 @@ def main() -> int:
             reference = cams
         diff = max(float((c - r).abs().max()) for (c, _), (r, _) in zip(cams, reference))
         rows.append((name, seconds, mious[best], thresholds[best], diff))
-    base = next(seconds for name, seconds, *_ in reversed(rows) if name == "fp32") if any(
-        r[0] == "fp32" for r in rows) else rows[0][1]
+    fp32 = [seconds for name, seconds, *_ in rows if name == "fp32"]
+    base = fp32[-1] if fp32 else rows[0][1]
     print(f"{len(images)} images of {voc.root.name}/{args.split}, scales {cfg.cam.scales}, flip {cfg.cam.flip}, "
           f"{torch.get_num_threads()} threads\n")
     print("| variant | network s | speed vs fp32 | CAM mIoU (best threshold) | max abs diff of CAMs |")
