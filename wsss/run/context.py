@@ -164,12 +164,8 @@ class RunContext:
     def forget_scores(self, kind: str) -> None:
         """Drop summary.json's ``<kind>/...`` scores: the model they scored is being trained anew,
         and a split scored on another data root (or not scorable now) must not keep its old score."""
-        if not distributed.is_main():
-            return
-        summary = self.summary()
-        stale = [key for key in summary if key.startswith(f"{kind}/")]
-        if stale:
-            save_json(self.layout.summary, {k: v for k, v in summary.items() if k not in stale})
+        for key in [key for key in self.summary() if key.startswith(f"{kind}/")]:
+            self.update_summary(key, None)
 
     def summary(self) -> dict:
         """summary.json's scores; a damaged one is set aside with a warning (the stages' eval
