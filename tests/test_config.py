@@ -76,6 +76,26 @@ def test_set_errors_blame_the_set_not_the_file(tmp_path):
                for line in lines)
 
 
+def test_set_fills_an_optional_section_left_at_null(tmp_path):
+    """A recorded config writes an unset seg.backbone as null; --set seg.backbone.name starts it
+    from its defaults, and the run's own backbone stays that of every other stage."""
+    path = config_file(tmp_path, "backbone:\n  name: efficientnet_lite0\nseg:\n  backbone: null\n")
+    assert load_config(path).seg.backbone is None
+    cfg = load_config(path, ["seg.backbone.name=efficientnet_lite2"])
+    assert cfg.seg.backbone.name == "efficientnet_lite2" and cfg.seg.backbone.pretrained
+    assert cfg.backbone.name == "efficientnet_lite0"
+    with pytest.raises(WsssError, match=r"^--set 'backbone\.name\.x=1': name is not a section"):
+        load_config(path, ["backbone.name.x=1"])
+
+
+def test_ssnet_pipeline_refuses_the_saliency_only_network(tmp_path):
+    path = config_file(tmp_path, "pipeline: ssnet\n")
+    with pytest.raises(WsssError) as err:
+        load_config(path, ["ssnet.cls_weight=0"])
+    assert str(err.value) == (f"{path}: pipeline ssnet needs ssnet.cls_weight > 0: at 0 its stage 1 is the "
+                              "saliency-only network, which learns no class to segment")
+
+
 def test_psa_crf_auto_follows_the_saliency_cue():
     """psa.crf: auto is the CRF with the saliency cue only, settled when the config is read (as
     configs/msrc.yaml ships it), and recorded as the plain value the stages read."""

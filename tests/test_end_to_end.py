@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import torch
+import yaml
 from quality import assert_beats
 from tiny_run import untrained_classifier, write_config
 
@@ -140,6 +141,30 @@ def test_a_stage_turned_off_loses_its_score(pseudo_run, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "rw/train" in summary and "rw_crf/train" not in summary
     assert not (run_dir / "psa_pseudo" / "train" / "rw_crf").exists()
+
+
+def test_the_segmentation_network_on_a_backbone_of_its_own(pseudo_run, tmp_path):
+    """seg.backbone: the segmentation network is built, recorded and scored on its own backbone
+    while every other stage keeps the run's; changing it retrains train-seg alone."""
+    config, pseudo_run_dir = pseudo_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(pseudo_run_dir, run_dir)
+    common = ["--config", str(config), "--run-dir", str(run_dir), "--no-progress"]
+    seg = ["--set", "seg.epochs=1", "--set", "seg.crop_size=64", "--set", "seg.resize_long=[56,72]",
+           "--set", "seg.eval_scales=[1.0]", "--set", "seg.eval_crf=false"]
+    assert main(["train-seg", *common, *seg]) == 0
+    plain = torch.load(run_dir / "seg" / "model.pt", weights_only=True)
+    wide = ["--set", "seg.backbone.name=efficientnet_lite1"]
+    assert main(["train-seg", *common, *seg, *wide]) == 0
+    model = torch.load(run_dir / "seg" / "model.pt", weights_only=True)
+    assert plain["meta"]["backbone"] == "efficientnet_lite0" and model["meta"]["backbone"] == "efficientnet_lite1"
+    assert model["fingerprint"] != plain["fingerprint"]
+    # lite1 has 21 blocks to lite0's 16
+    blocks = {int(k.split(".")[2]) for k in model["model"] if k.startswith("backbone._blocks.")}
+    assert len(blocks) == 21
+    assert main(["eval-seg", *common, *seg, *wide, "--split", "train"]) == 0
+    assert "seg/train" in json.loads((run_dir / "summary.json").read_text())
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["backbone"]["name"] == "efficientnet_lite0"
 
 
 def test_new_inputs_retrain_the_stages_that_read_them(pseudo_run, tmp_path, caplog):

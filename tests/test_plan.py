@@ -60,6 +60,11 @@ def test_plan_of_a_fresh_a_finished_and_a_changed_run(pseudo_run, tmp_path, caps
     assert stages["train-psa"].split()[0] == "complete" and stages["make-cam/train"].split()[0] == "complete"
     assert "made with other settings, discarded: beta (8.0 -> 4.0)" in stages["make-psa-pseudo/train"]
     assert "reads what make-psa-pseudo/train makes anew" in stages["train-seg"]
+    # the segmentation network's own backbone: train-seg alone
+    out, stages = _plan_lines(capsys, *common, "--set", "seg.backbone.name=efficientnet_lite1")
+    assert "seg.backbone (None -> " in out
+    assert "was trained with other settings" in stages["train-seg"]
+    assert [n for n, line in stages.items() if line.split()[0] == "will"] == ["train-seg"], out
     # a setting of the classifier: everything after it
     out, stages = _plan_lines(capsys, *common, "--set", "cam.lr=0.02")
     assert "was trained with other settings" in stages["train-cam"]

@@ -118,6 +118,11 @@ def test_mixed_crops_carry_k_distinct_saliency_crops(tiny_dataset, tmp_path):
     # k = 1 is the reference pairing, unchanged
     assert one[5]["sal_image"].shape == (1, 3, 48, 48)
     torch.testing.assert_close(one[5]["sal_image"][0], MixedCrops(seg, saliency, augment, 0)[5]["sal_image"][0])
+    # a saliency-only network's samples: the same saliency crops, no segmentation crop loaded
+    alone = MixedCrops(seg, saliency, augment, 0, per_sample=3, with_seg=False)[5]
+    assert set(alone) == {"sal_image", "sal_target"}
+    torch.testing.assert_close(alone["sal_image"], sample["sal_image"], rtol=0, atol=0)
+    torch.testing.assert_close(alone["sal_target"], sample["sal_target"], rtol=0, atol=0)
 
 
 def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():
@@ -135,11 +140,11 @@ def test_saliency_only_network_runs_the_saliency_crops_alone():
     seen = []
     net.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
     target = (torch.rand(3, 1, 64, 64) > 0.5).long()
-    batch = {"image": torch.rand(2, 3, 64, 64) * 255, "label": torch.tensor([[1.0, 0, 0], [0, 1, 0]]),
-             "sal_image": torch.rand(3, 1, 3, 64, 64) * 255, "sal_target": target}
+    sal = {"sal_image": torch.rand(3, 1, 3, 64, 64) * 255, "sal_target": target}
+    batch = {"image": torch.rand(2, 3, 64, 64) * 255, "label": torch.tensor([[1.0, 0, 0], [0, 1, 0]]), **sal}
     with torch.no_grad():
         joint, joint_stats = SsnetLoss(1.0, 1.0, 0.0, "background", with_pseudo=False)(net, batch)
-        alone, stats = SsnetLoss(0.0, 1.0, 0.0, "background", with_pseudo=False)(net, batch)
+        alone, stats = SsnetLoss(0.0, 1.0, 0.0, "background", with_pseudo=False)(net, sal)  # no dataset crop in it
         logits, v_logits = net(batch["sal_image"].flatten(0, 1))
     assert seen[:2] == [5, 3]  # the joint loss runs 2 + 3 crops, the saliency-only one the 3 saliency crops
     expected = saliency_loss(torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False),

@@ -319,6 +319,9 @@ class SegConfig(DeepLabConfig):
     """The segmentation network trained on pseudo labels (or ground truth, the upper bound)."""
 
     labels: Literal["pseudo", "gt"] = "pseudo"
+    # The segmentation network's own backbone (name, weights); null: the run's `backbone`. The
+    # network that learns the final masks may be wider than the CAM, walk and saliency networks.
+    backbone: Optional[BackboneConfig] = None
     epochs: int = Field(20, ge=1)
     # Frozen BatchNorm (as DeepLab and PSA): batch statistics of small crops are noisy, and the
     # ImageNet running statistics lag far behind a short fine-tuning. The head (zero-initialised,
@@ -522,6 +525,13 @@ class PipelineConfig(Section):
     saliency: SaliencyCueConfig = Field(default_factory=SaliencyCueConfig)
 
     @model_validator(mode="after")
+    def _ssnet_learns_classes(self):
+        if self.pipeline == "ssnet" and self.ssnet.cls_weight == 0:
+            raise ValueError("pipeline ssnet needs ssnet.cls_weight > 0: at 0 its stage 1 is the saliency-only "
+                             "network, which learns no class to segment")
+        return self
+
+    @model_validator(mode="after")
     def _resolve_psa_crf(self):
         # psa.crf: auto is settled once, here: every stage then reads a plain true or false
         if self.psa.crf == "auto":
@@ -568,6 +578,8 @@ def _format_validation_error(exc: ValidationError, source: str, overrides: list[
         culprit = f"--set {item}" if item else source
         if err["type"] == "extra_forbidden":
             problem = f"{key}: unknown key; check the spelling against configs/*.yaml"
+        elif not err["loc"]:  # a rule across sections: its message names the settings (the input is the whole config)
+            problem = err["msg"].removeprefix("Value error, ")
         else:
             problem = f"{key}: {err['msg']} (got {err.get('input')!r})"
         lines.append(f"{culprit}: {problem}")
@@ -588,7 +600,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = tree
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # an optional section left at null (seg.backbone) is set key by key
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise WsssError(f"--set {item!r}: {part} is not a section")
             node = child

@@ -167,13 +167,15 @@ def predicted_seconds(ctx, name: str) -> float:
         # a step runs the dataset's crops and k saliency crops each; the saliency-only network
         # (cls_weight 0) the saliency crops alone
         crops = stage.saliency_per_sample + (cfg.ssnet.cls_weight > 0)
-        return training_seconds("train-saliency", images, stage, cfg.channels_last) * crops
+        return training_seconds("train-saliency", images, stage, cfg.channels_last, cfg.backbone.name) * crops
     if command in ("train-cam", "train-seg"):
-        return training_seconds(command, images, getattr(cfg, command.split("-")[1]), cfg.channels_last)
+        section = getattr(cfg, command.split("-")[1])
+        return training_seconds(command, images, section, cfg.channels_last, ctx.backbone_of(section).name)
     if method.walk:
         stages = method.pipeline.STAGES
         if command == stages.network.command:
-            return training_seconds(f"train-{ctx.method}", images, getattr(cfg, ctx.method), cfg.channels_last)
+            return training_seconds(f"train-{ctx.method}", images, getattr(cfg, ctx.method), cfg.channels_last,
+                                    cfg.backbone.name)
         if command == stages.seeds.command:
             return images * REFERENCE["seeds"]
         if command == stages.walk.command:

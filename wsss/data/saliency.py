@@ -140,13 +140,15 @@ class MixedCrops(torch.utils.data.Dataset):
     and ``sal_target`` (k, S, S) long in {0, 1, 255 = padding}.
 
     A batch of B samples thus mixes B segmentation images and k B saliency images (the reference
-    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2: k = 1).
+    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2: k = 1). ``with_seg`` False leaves the
+    segmentation crop out (a saliency-only network runs none): the sample holds the saliency
+    crops alone, the same ones, since each partner has its own random stream.
     """
 
     def __init__(self, seg: AugmentedCrops, saliency: SaliencyDataset, augment: JointAugment, seed: int,
-                 per_sample: int = 1):
+                 per_sample: int = 1, with_seg: bool = True):
         self.seg, self.saliency, self.augment, self.seed, self.epoch = seg, saliency, augment, seed, 0
-        self.per_sample = per_sample
+        self.per_sample, self.with_seg = per_sample, with_seg
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -156,7 +158,7 @@ class MixedCrops(torch.utils.data.Dataset):
         return len(self.seg)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.seg[index]
+        sample = self.seg[index] if self.with_seg else {}
         images, masks = [], []
         for slot in range(index * self.per_sample, (index + 1) * self.per_sample):
             partner = saliency_partner(slot, self.epoch, len(self.seg) * self.per_sample, len(self.saliency), self.seed)

@@ -27,14 +27,19 @@ REFERENCE = {
 }
 CHANNELS_LAST = 0.69
 """Training time in channels-last memory over NCHW (the same run: CAM 0.71, IRN 0.74, segmentation 0.63)."""
+BACKBONE_COST = {"efficientnet_lite2": 1.57}
+"""Training time on a backbone over EfficientNet-Lite0's (msrc's train-seg on the same labels:
+367 s against 234 s); a backbone not named here counts as Lite0."""
 
 
-def training_seconds(kind: str, images: int, section, channels_last: bool = False) -> float:
+def training_seconds(kind: str, images: int, section, channels_last: bool = False,
+                     backbone: str = "efficientnet_lite0") -> float:
     """Predicted seconds of a training stage of ``section`` (epochs, batch_size, crop_size) on
-    ``images`` training images; ``kind`` a key of :data:`REFERENCE`."""
+    ``images`` training images and ``backbone``; ``kind`` a key of :data:`REFERENCE`."""
     batch = min(section.batch_size, max(images, 1))
     steps = (images // batch) * section.epochs
-    return steps * batch * section.crop_size ** 2 * REFERENCE[kind] * (CHANNELS_LAST if channels_last else 1.0)
+    return (steps * batch * section.crop_size ** 2 * REFERENCE[kind] * (CHANNELS_LAST if channels_last else 1.0)
+            * BACKBONE_COST.get(backbone, 1.0))
 
 
 def passes(scales, flip: bool) -> float:

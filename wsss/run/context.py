@@ -12,7 +12,7 @@ import torch
 
 from .. import distributed
 from ..amp import autocast_dtype, dtype_name
-from ..config import PipelineConfig, config_to_yaml
+from ..config import BackboneConfig, PipelineConfig, config_to_yaml
 from ..data.demo import demo_dataset_complete, generate_demo_dataset
 from ..data.voc import VocDataset
 from ..engine.device import resolve_device
@@ -86,9 +86,13 @@ class RunContext:
         crf = getattr(self.config, self.method).crf
         return self.layout.pseudo_labels(self.method, self.output_name(split, root), crf)
 
-    def backbone_weights(self) -> dict:
+    def backbone_of(self, section=None) -> BackboneConfig:
+        """The backbone a stage builds: its section's own (``seg.backbone``) where set, else the run's."""
+        return getattr(section, "backbone", None) or self.config.backbone
+
+    def backbone_weights(self, section=None) -> dict:
         """How a stage that trains starts its backbone: ImageNet weights, or the user's checkpoint."""
-        backbone = self.config.backbone
+        backbone = self.backbone_of(section)
         return {"pretrained": backbone.pretrained, "backbone_checkpoint": backbone.checkpoint}
 
     def model_defaults(self, class_names: Optional[list[str]] = None) -> dict:

@@ -48,11 +48,12 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
             raise WsssError(f"{folder / missing[0]}.png: pseudo label missing; "
                             f"run `wsss make-{ctx.method}-pseudo --split {split}` first")
         load_target = LabelMapFolder(folder, voc.ids)
-    seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf")}
+    seg_settings = {k: v for k, v in training_settings(cfg.seg).items() if k not in ("eval_scales", "eval_crf", "backbone")}
+    backbone = ctx.backbone_of(cfg.seg)
     made_with = {} if labels == "gt" else {"pseudo_labels": {"folder": folder.name, **(output_settings(folder.parent) or {})}}
     # the pseudo labels' own settings (their walk, seeds, CAMs): labels made anew retrain the model
     fingerprint = config_fingerprint({"seg": seg_settings,
-                                      "labels": labels, "backbone": cfg.backbone.model_dump(mode="json"),
+                                      "labels": labels, "backbone": backbone.model_dump(mode="json"),
                                       "split": split, "seed": cfg.seed, **made_with})
     final = ctx.layout.seg_model(labels)
     if skip_finished("train-seg", final, fingerprint):
@@ -60,15 +61,15 @@ def run(ctx: RunContext, labels: Optional[str] = None, max_steps: Optional[int] 
     ctx.forget_scores("seg_gt" if labels == "gt" else "seg")
     seed_everything(cfg.seed)
     s = cfg.seg
-    model = build_model("segmentation", cfg.backbone.name, s.output_stride, voc.num_classes, s.head, s.rates,
-                        **ctx.backbone_weights(), options=deeplab_options(s))
+    model = build_model("segmentation", backbone.name, s.output_stride, voc.num_classes, s.head, s.rates,
+                        **ctx.backbone_weights(s), options=deeplab_options(s))
     job = TrainJob(
         kind="segmentation", model=model, param_groups=model.param_groups(),
         dataset=AugmentedCrops(voc, JointAugment.from_config(s), cfg.seed, target=load_target),
         loss_fn=seg_loss, optim=s, out_dir=ctx.layout.seg_dir(labels), fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
         optimizer=s.optimizer, adam_betas=tuple(s.adam_betas),
-        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": s.output_stride,
+        meta={"class_names": voc.class_names, "backbone": backbone.name, "output_stride": s.output_stride,
               "head": s.head, "rates": list(s.rates), "labels": labels, "options": deeplab_options(s)},
     )
     return train(job)

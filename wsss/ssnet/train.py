@@ -110,15 +110,16 @@ class SsnetLoss:
     def __init__(self, cls_weight: float, sal_weight: float, seg_weight: float, negative: str, with_pseudo: bool):
         self.cls_weight, self.sal_weight, self.seg_weight = cls_weight, sal_weight, seg_weight
         self.negative, self.with_pseudo = negative, with_pseudo
+        # cls_weight 0 in stage 1 trains a saliency-only network: the dataset's crops would add
+        # nothing to the loss, so they are neither loaded nor run
+        self.saliency_only = cls_weight == 0 and not with_pseudo
 
     def __call__(self, model: SSNet, batch: dict):
         # (B, k, ...) saliency crops -> (k B, ...)
-        seg_images, sal_images, sal_target = batch["image"], batch["sal_image"].flatten(0, 1), batch["sal_target"].flatten(0, 1)
-        # cls_weight 0 in stage 1 trains a saliency-only network: the dataset's crops would add
-        # nothing to the loss, so they are not run at all
-        saliency_only = self.cls_weight == 0 and not self.with_pseudo
-        count = 0 if saliency_only else seg_images.shape[0]
-        logits, v_logits = model(sal_images if saliency_only else torch.cat([seg_images, sal_images]))
+        sal_images, sal_target = batch["sal_image"].flatten(0, 1), batch["sal_target"].flatten(0, 1)
+        saliency_only = self.saliency_only
+        count = 0 if saliency_only else batch["image"].shape[0]
+        logits, v_logits = model(sal_images if saliency_only else torch.cat([batch["image"], sal_images]))
         # Lc pools the logits spatially: at the network's stride, the mean equals that of the
         # bilinearly upsampled map up to border effects, at a fraction of the cost.
         loss_cls = logits.new_zeros(()) if saliency_only else classification_loss(logits[:count], batch["label"])
@@ -203,10 +204,12 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
     augment = JointAugment.from_config(stage_cfg)
     seg_crops = AugmentedCrops(voc, augment, cfg.seed, target=target, image_labels=True)
     s = cfg.ssnet
+    loss_fn = SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2)
     job = TrainJob(
         kind=KIND, model=model, param_groups=model.param_groups(),
-        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed, stage_cfg.saliency_per_sample),
-        loss_fn=SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2),
+        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed, stage_cfg.saliency_per_sample,
+                           with_seg=not loss_fn.saliency_only),
+        loss_fn=loss_fn,
         optim=stage_cfg, out_dir=ctx.layout.ssnet_dir(stage), fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
         optimizer=stage_cfg.optimizer, adam_betas=tuple(stage_cfg.adam_betas), lr_schedule=lr_schedule(stage_cfg),
