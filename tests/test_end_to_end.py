@@ -190,13 +190,20 @@ def test_new_inputs_retrain_the_stages_that_read_them(pseudo_run, tmp_path, capl
         assert before["seg/original-val"] == score["seg/original-val"]
         assert any("train-seg" in r.getMessage() and "complete, skipping" in r.getMessage() for r in caplog.records)
         caplog.clear()
+        assert "rw/train" in before and "rw_crf/train" in before
         assert main(["make-psa-pseudo", *common, "--split", "train", "--set", "psa.steps=8"]) == 0
+        # labels made anew lose their old score until eval-pseudo scores them (a run without masks never does)
+        assert not {"rw/train", "rw_crf/train"} & set(json.loads(summary_path.read_text()))
         assert main(["train-seg", *common, *seg, "--set", "psa.steps=8"]) == 0
         assert not any("complete, skipping" in r.getMessage() for r in caplog.records)
     assert torch.load(run_dir / "seg" / "model.pt", weights_only=True)["fingerprint"] != first
     summary = json.loads(summary_path.read_text())
     assert not any(key.startswith("seg/") for key in summary)  # the old model's score is gone, no other
-    assert {k for k in before if not k.startswith("seg/")} <= set(summary)
+    assert {k for k in before if not k.startswith(("seg/", "rw"))} <= set(summary)
+    # CAMs made anew by the same classifier (other scales): their old score goes too, no other
+    assert main(["make-cam", *common, "--split", "train", "--set", "cam.scales=[1.0]"]) == 0
+    after = json.loads(summary_path.read_text())
+    assert "cam/train" in summary and set(summary) - set(after) == {"cam/train"}
 
     # new seeds (as a retrained classifier gives): train-psa trains anew
     seeds = run_dir / "psa_labels" / "train" / "settings.json"

@@ -435,6 +435,11 @@ class SsnetConfig(Section):
     # msrc, and the final model is the same; on for a study of the stages.
     compare_stages: bool = False
 
+    @property
+    def saliency_only(self) -> bool:
+        """Stage 1 without Lc (cls_weight 0): the saliency-only network, on the saliency set's crops alone."""
+        return self.cls_weight == 0
+
 
 TRAIN_SALIENCY = "train"
 """``saliency.checkpoint: train``: `wsss run` trains (or reuses) the saliency model itself (wsss.saliency_model)."""
@@ -526,7 +531,7 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _ssnet_learns_classes(self):
-        if self.pipeline == "ssnet" and self.ssnet.cls_weight == 0:
+        if self.pipeline == "ssnet" and self.ssnet.saliency_only:
             raise ValueError("pipeline ssnet needs ssnet.cls_weight > 0: at 0 its stage 1 is the saliency-only "
                              "network, which learns no class to segment")
         return self

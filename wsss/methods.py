@@ -166,7 +166,7 @@ def predicted_seconds(ctx, name: str) -> float:
         stage = cfg.ssnet.stage1
         # a step runs the dataset's crops and k saliency crops each; the saliency-only network
         # (cls_weight 0) the saliency crops alone
-        crops = stage.saliency_per_sample + (cfg.ssnet.cls_weight > 0)
+        crops = stage.saliency_per_sample + (not cfg.ssnet.saliency_only)
         return training_seconds("train-saliency", images, stage, cfg.channels_last, cfg.backbone.name) * crops
     if command in ("train-cam", "train-seg"):
         section = getattr(cfg, command.split("-")[1])

@@ -2,7 +2,9 @@
 
 ``saliency.checkpoint: train`` makes the saliency model a stage of a PSA or IRN run (``train-saliency``,
 before the CAMs): SSNet's stage 1 (Zeng et al., ICCV 2019; the ``ssnet:`` section's ``stage1``,
-its saliency set such as DUTS-TR and the dataset's tags), trained once into ``saliency.store``:
+its saliency set such as DUTS-TR and the dataset's tags), or with ``ssnet.cls_weight: 0`` the
+saliency-only network (the same network on the saliency set alone), trained once into
+``saliency.store``:
 
     <store>/ssnet1-<key>/ssnet1/model.pt         the model (checkpoint.pt, train_log.jsonl beside it)
     <store>/ssnet1-<key>/ssnet/saliency_split.json
@@ -67,7 +69,8 @@ def run(ctx: RunContext) -> Path:
     if finished:
         log.info("train-saliency: reusing %s (trained for the same settings and data)", model)
     else:
-        log.info("train-saliency: SSNet stage 1 into %s, shared by every run of the same settings and data", folder)
+        network = "the saliency-only network" if ctx.config.ssnet.saliency_only else "SSNet stage 1"
+        log.info("train-saliency: %s into %s, shared by every run of the same settings and data", network, folder)
         with run_lock(folder, "train-saliency", "saliency model folder", "set another saliency.store"):
             ssnet_train.run(store_ctx, 1)
     ctx.saliency_model = model

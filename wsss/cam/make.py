@@ -88,5 +88,6 @@ def run(ctx: RunContext, split: str, root: Optional[Path] = None, checkpoint: Op
     settings.update(ctx.precision_setting())
     workers = 1 if ctx.device.type == "cuda" else cfg.cam.workers
     run_per_image(ctx, "make-cam", voc, out, settings, lambda image_id: out / f"{image_id}.npz",
-                  CamMaker, (ctx, split, root, checkpoint, out), workers, f"make-cam {split}")
+                  CamMaker, (ctx, split, root, checkpoint, out), workers, f"make-cam {split}",
+                  scores=() if out_dir else ("cam",))  # CAMs written elsewhere leave the run's score alone
     return out

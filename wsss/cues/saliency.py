@@ -132,7 +132,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     settings = {"model": model.fingerprint, "scales": cue.scales, "flip": cue.flip, "crf": cue.crf,
                 "upsample": cue.upsample, "long_side": cue.long_side, **ctx.precision_setting()}
     run_per_image(ctx, "make-saliency", voc, out, settings, lambda image_id: out / f"{image_id}.png",
-                  SaliencyMaker, (ctx, split, root, path), cue.workers, f"make-saliency {split}")
+                  SaliencyMaker, (ctx, split, root, path), cue.workers, f"make-saliency {split}", scores=(EVAL_KIND,))
     if voc.has_masks and not is_planning():
         score(ctx, split, root)
     return out

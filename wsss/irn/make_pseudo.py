@@ -33,7 +33,7 @@ from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from ..walk.affinity import walk_on_grid
 from ..walk.background import walk_threshold
-from ..walk.labels import save_walk_labels
+from ..walk.labels import WALK_LABELS, save_walk_labels
 from ..walk.seeds import alpha_for_threshold, mixed_background, scores_to_labels, scores_with_background
 from ..walk.tune import Walker
 from .walk import boundary_walk, walk_scores, walked_background_scores
@@ -155,5 +155,5 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     log.info("make-irn-pseudo: background score %.3g", bg_threshold)
     run_per_image(ctx, "make-irn-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
                   IrnPseudoLabeler, (ctx, split, root, checkpoint, bg_threshold, cue), irn.workers,
-                  f"make-irn-pseudo {split}")
+                  f"make-irn-pseudo {split}", scores=WALK_LABELS)
     return out

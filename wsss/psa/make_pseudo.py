@@ -32,7 +32,7 @@ from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from ..walk.affinity import random_walk, walk_on_grid
 from ..walk.background import walk_threshold
-from ..walk.labels import save_walk_labels
+from ..walk.labels import WALK_LABELS, save_walk_labels
 from ..walk.seeds import alpha_for_threshold, scores_to_labels, scores_with_background
 from ..walk.tune import Walker
 
@@ -134,5 +134,6 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
         settings["saliency"] = cue.walk_settings(ctx, split, root)
     # rw/<id>.png, written last, marks a finished image
     run_per_image(ctx, "make-psa-pseudo", voc, out, settings, lambda image_id: out / "rw" / f"{image_id}.png",
-                  PseudoLabeler, (ctx, split, root, checkpoint, alpha, cue), walk.workers, f"make-psa-pseudo {split}")
+                  PseudoLabeler, (ctx, split, root, checkpoint, alpha, cue), walk.workers, f"make-psa-pseudo {split}",
+                  scores=WALK_LABELS)
     return out

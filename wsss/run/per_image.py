@@ -52,14 +52,16 @@ def claim_output_dir(folder: Path, settings: dict) -> None:
 
 def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settings: dict,
                   finished: Callable[[str], Path], job: Callable, job_args: tuple, workers: int,
-                  desc: str) -> None:
+                  desc: str, scores: tuple[str, ...] = ()) -> None:
     """The skeleton of every per-image step (make-cam, make-aff-labels, make-pseudo, make-ssnet-pseudo).
 
     Claims ``out`` for ``settings`` (``claim_output_dir``), skips the images whose
     ``finished(image_id)`` file exists (each job writes that file last, so an interrupted run
     resumes where it stopped), gives this process its share of the rest under torchrun, runs
     ``job(*job_args)`` on them in ``workers`` processes (``map_images``), logs the throughput
-    and waits for the other ranks.
+    and waits for the other ranks. ``scores``: the kinds of summary.json's scores of these
+    outputs (``<kind>/<out's name>``), dropped before any image is made anew: outputs remade in a
+    run that cannot score them (no masks) must not keep the old outputs' score.
     """
     # ids are plain names (VocDataset) and writers refuse to replace links, so an output can only
     # leave ``out`` through a linked folder: each folder the outputs go to is checked once
@@ -73,6 +75,8 @@ def run_per_image(ctx: RunContext, step: str, voc: VocDataset, out: Path, settin
     if not todo and distributed.world_size() == 1:
         log.info("%s: %s is complete (%d images), skipping", step, out, len(voc))
         return
+    for kind in scores:
+        ctx.update_summary(f"{kind}/{out.name}", None)
     start = time.perf_counter()
     map_images(job, job_args, todo, workers, desc, ctx.progress)
     ctx.record()  # work done: these settings are the run's now

@@ -120,5 +120,6 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
                 "crf": cfg.crf.model_dump() if s.mine_crf else None, "labels": cfg.data.labels}
     # seg/<id>.png, written last, marks a finished image
     run_per_image(ctx, "make-ssnet-pseudo", voc, out, settings, lambda image_id: out / "seg" / f"{image_id}.png",
-                  SsnetMiner, (ctx, stage, split, root, checkpoint), s.workers, f"make-ssnet-pseudo stage {stage} {split}")
+                  SsnetMiner, (ctx, stage, split, root, checkpoint), s.workers, f"make-ssnet-pseudo stage {stage} {split}",
+                  scores=(f"ssnet{stage}/pseudo_seg", f"ssnet{stage}/pseudo_crf"))
     return out

@@ -12,6 +12,7 @@ from ..errors import WsssError
 from ..io import read_json, save_json
 from ..metrics import format_iou_table, score_label_dir, segmentation_report
 from ..run.context import RunContext
+from .labels import WALK_LABELS
 
 log = logging.getLogger("wsss")
 
@@ -38,7 +39,7 @@ def run(ctx: RunContext, split: Optional[str] = None, root: Optional[Path] = Non
     if not columns:
         raise WsssError(f"{base}: no pseudo labels to score; run `wsss make-{ctx.method}-pseudo --split {split}` first")
     save_json(ctx.layout.eval_file("pseudo", name), {"split": split, "results": results, "per_class_iou": columns})
-    for key in ("rw", "rw_crf"):  # a stage not run now (the method's crf off) loses its older score
+    for key in WALK_LABELS:  # a stage not run now (the method's crf off) loses its older score
         if key not in results:
             ctx.update_summary(f"{key}/{name}", None)
     for key, value in results.items():

@@ -25,6 +25,10 @@ from .seeds import saliency_guided_seeds, scores_to_labels, seed_labels
 
 log = logging.getLogger("wsss")
 
+WALK_LABELS = ("rw", "rw_crf")
+"""The folders of a walk's labels under ``<method>_pseudo/<name>/``, and the kinds of their scores
+in summary.json (``rw/<name>``, ``rw_crf/<name>``)."""
+
 
 class SeedLabeler:
     """Per-image job (picklable factory for worker processes): the seeds of one image, written
