@@ -259,3 +259,39 @@ def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_r
     assert "train-saliency: reusing" in caplog.text and models[0].read_bytes() == made
     reseeded = RunContext(tmp_path / "another_run", load_config(path, ["seed=1"]))
     assert saliency_model.model_dir(reseeded) != models[0].parents[1]
+
+
+def test_the_saliency_only_network_reads_no_dataset_and_serves_every_dataset(cam_run, tmp_path, caplog):
+    """``ssnet.cls_weight: 0``: the saliency-only network has one class-agnostic foreground map,
+    trains on the saliency set alone (an epoch is one pass over it) and a run on another dataset
+    reuses it, even when that dataset is not there: nothing of it is read. Its maps serve the cue."""
+    from wsss import saliency_model
+    from wsss.config import load_config
+    from wsss.cues import saliency as make_saliency
+    from wsss.run.context import RunContext
+
+    _, config, _ = cam_run
+    settings = {**yaml.safe_load(config.read_text()),
+                "saliency": {"checkpoint": "train", "store": str(tmp_path / "store"), "seeds": True, "walk_weight": 0.5},
+                "ssnet": {"cls_weight": 0.0,
+                          "saliency": {"root": str(tmp_path / "saliency"), "holdout_every": 0,
+                                       "demo": {"num_images": 12, "image_size": 80, "seed": 3}},
+                          "stage1": {"output_stride": 16, "epochs": 1, "batch_size": 4, "optimizer": "adam",
+                                     "lr": 2e-4, "resize_long": [56, 72], "crop_size": 64}}}
+    path = tmp_path / "saliency_only.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    run = RunContext(tmp_path / "run", load_config(path))
+    model = saliency_model.run(run)
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    assert state["meta"]["class_names"] == ["background", "salient"]
+    assert state["meta"]["steps"] == 12 // 4  # one pass over the 12 saliency images, 4 a batch
+    made = model.read_bytes()
+    elsewhere = RunContext(tmp_path / "run_elsewhere", load_config(path, [f"data.root={tmp_path / 'no_dataset'}"]))
+    with caplog.at_level(logging.INFO, logger="wsss"):
+        assert saliency_model.run(elsewhere) == model
+    assert "train-saliency: reusing" in caplog.text and model.read_bytes() == made
+    maps = make_saliency.run(run)
+    voc = run.dataset("train")
+    for index in (0, len(voc) - 1):
+        saliency = np.asarray(Image.open(maps / f"{voc.ids[index]}.png"))
+        assert saliency.shape == voc.load_image(index).shape[:2] and saliency.max() > saliency.min()

@@ -118,11 +118,17 @@ def test_mixed_crops_carry_k_distinct_saliency_crops(tiny_dataset, tmp_path):
     # k = 1 is the reference pairing, unchanged
     assert one[5]["sal_image"].shape == (1, 3, 48, 48)
     torch.testing.assert_close(one[5]["sal_image"][0], MixedCrops(seg, saliency, augment, 0)[5]["sal_image"][0])
-    # a saliency-only network's samples: the same saliency crops, no segmentation crop loaded
-    alone = MixedCrops(seg, saliency, augment, 0, per_sample=3, with_seg=False)[5]
-    assert set(alone) == {"sal_image", "sal_target"}
-    torch.testing.assert_close(alone["sal_image"], sample["sal_image"], rtol=0, atol=0)
-    torch.testing.assert_close(alone["sal_target"], sample["sal_target"], rtol=0, atol=0)
+    # the saliency-only network's samples: no segmentation set; an epoch is one pass over the
+    # saliency set (6 images, 3 a sample), each image once, the first epoch's crops as above
+    alone = MixedCrops(None, saliency, augment, 0, per_sample=3)
+    assert len(alone) == 2 and set(alone[1]) == {"sal_image", "sal_target"}
+    torch.testing.assert_close(alone[1]["sal_image"], three[1]["sal_image"], rtol=0, atol=0)
+    torch.testing.assert_close(alone[1]["sal_target"], three[1]["sal_target"], rtol=0, atol=0)
+    partners = [saliency_partner(slot, 1, 6, 6, 0) for slot in range(6)]
+    assert sorted(partners) == list(range(6))
+    alone.set_epoch(1)
+    firsts = {tuple(alone[i]["sal_image"][j].flatten()[:200].tolist()) for i in range(2) for j in range(3)}
+    assert len(firsts) == 6
 
 
 def test_ssnet_gives_class_logits_and_one_score_per_foreground_class():

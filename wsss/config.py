@@ -381,6 +381,7 @@ class SsnetStageConfig(DeepLabConfig):
     step_gamma: float = Field(0.1, gt=0, le=1)
     lr: float = Field(0.002, gt=0)
     freeze_bn: bool = True
+    # passes over the segmentation set; the saliency-only network's (cls_weight 0) over the saliency set
     epochs: int = Field(10, ge=1)
     # Stage 2 only: start from the stage-1 weights instead of ImageNet (the paper trains a
     # fresh network; starting from stage 1 needs fewer epochs).
@@ -396,7 +397,8 @@ class SsnetConfig(Section):
 
     saliency: SaliencyDataConfig = Field(default_factory=SaliencyDataConfig)
     # Weights of the loss terms: L = w_cls Lc + w_sal Ls1 (+ w_seg Ls2 in stage 2). cls_weight 0
-    # makes stage 1 a saliency-only network, trained on the saliency set's crops alone
+    # makes stage 1 a saliency-only network: one class-agnostic foreground map, trained on the
+    # saliency set's crops alone, nothing of the dataset read (wsss.ssnet.train.SALIENCY_CLASSES)
     cls_weight: float = Field(1.0, ge=0)
     sal_weight: float = Field(1.0, ge=0)
     seg_weight: float = Field(1.0, ge=0)

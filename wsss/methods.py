@@ -163,10 +163,16 @@ def predicted_seconds(ctx, name: str) -> float:
     method = method_of(ctx.method)
     images = len(ctx.dataset(split or cfg.data.train_split))
     if command == "train-saliency":
+        from .ssnet.train import saliency_holdout
+
         stage = cfg.ssnet.stage1
-        # a step runs the dataset's crops and k saliency crops each; the saliency-only network
-        # (cls_weight 0) the saliency crops alone
-        crops = stage.saliency_per_sample + (not cfg.ssnet.saliency_only)
+        # a sample holds a crop of the dataset and k saliency crops; the saliency-only network's
+        # (cls_weight 0) the saliency crops alone, an epoch one pass over the saliency set
+        k = stage.saliency_per_sample
+        if cfg.ssnet.saliency_only:
+            images, crops = max(len(saliency_holdout(ctx)[0]) // k, 1), k
+        else:
+            crops = k + 1
         return training_seconds("train-saliency", images, stage, cfg.channels_last, cfg.backbone.name) * crops
     if command in ("train-cam", "train-seg"):
         section = getattr(cfg, command.split("-")[1])

@@ -140,28 +140,29 @@ class MixedCrops(torch.utils.data.Dataset):
     and ``sal_target`` (k, S, S) long in {0, 1, 255 = padding}.
 
     A batch of B samples thus mixes B segmentation images and k B saliency images (the reference
-    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2: k = 1). ``with_seg`` False leaves the
-    segmentation crop out (a saliency-only network runs none): the sample holds the saliency
-    crops alone, the same ones, since each partner has its own random stream.
+    code's batches: 8 + 8 in stage 1, 4 + 4 in stage 2: k = 1); an epoch is one pass over the
+    segmentation set. Without one (``seg`` None: the saliency-only network) a sample holds the
+    saliency crops alone and an epoch is one pass over the saliency set.
     """
 
-    def __init__(self, seg: AugmentedCrops, saliency: SaliencyDataset, augment: JointAugment, seed: int,
-                 per_sample: int = 1, with_seg: bool = True):
+    def __init__(self, seg: Optional[AugmentedCrops], saliency: SaliencyDataset, augment: JointAugment, seed: int,
+                 per_sample: int = 1):
         self.seg, self.saliency, self.augment, self.seed, self.epoch = seg, saliency, augment, seed, 0
-        self.per_sample, self.with_seg = per_sample, with_seg
+        self.per_sample = per_sample
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.seg.set_epoch(epoch)
+        if self.seg is not None:
+            self.seg.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.seg)
+        return len(self.seg) if self.seg is not None else max(len(self.saliency) // self.per_sample, 1)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.seg[index] if self.with_seg else {}
+        sample = self.seg[index] if self.seg is not None else {}
         images, masks = [], []
         for slot in range(index * self.per_sample, (index + 1) * self.per_sample):
-            partner = saliency_partner(slot, self.epoch, len(self.seg) * self.per_sample, len(self.saliency), self.seed)
+            partner = saliency_partner(slot, self.epoch, len(self) * self.per_sample, len(self.saliency), self.seed)
             image = self.saliency.load_image(partner)
             mask = self.saliency.load_mask(partner, image.shape[:2])
             # the partner's own stream: (seed, epoch, slot, 1) never collides with a segmentation crop's

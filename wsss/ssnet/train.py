@@ -43,6 +43,11 @@ log = logging.getLogger("wsss")
 
 KIND = "ssnet"
 
+SALIENCY_CLASSES = ["background", "salient"]
+"""The saliency-only network's classes: one class-agnostic foreground map H_1, so Eq. 1 gives
+S = v_1 H_1. It reads nothing of the user's dataset (neither its classes nor its images), so one
+model serves every dataset."""
+
 
 def check_stage(stage: int) -> int:
     if stage not in (1, 2):
@@ -52,6 +57,11 @@ def check_stage(stage: int) -> int:
 
 def stage_config(ctx: RunContext, stage: int) -> SsnetStageConfig:
     return ctx.config.ssnet.stage1 if check_stage(stage) == 1 else ctx.config.ssnet.stage2
+
+
+def saliency_only(ctx: RunContext, stage: int) -> bool:
+    """Stage 1 without Lc (cls_weight 0): the saliency-only network, trained on the saliency set alone."""
+    return check_stage(stage) == 1 and ctx.config.ssnet.saliency_only
 
 
 def model_path(ctx: RunContext, stage: int) -> Path:
@@ -77,10 +87,15 @@ def saliency_root(ctx: RunContext) -> Path:
     return Path(sal.root)
 
 
+def saliency_holdout(ctx: RunContext) -> tuple[list[str], list[str]]:
+    """(ids trained on, ids held out for scoring) of the saliency set (generated first for the demo)."""
+    return split_holdout(saliency_ids(saliency_root(ctx)), ctx.config.ssnet.saliency.holdout_every)
+
+
 def saliency_split(ctx: RunContext) -> tuple[list[str], list[str]]:
-    """(ids trained on, ids held out for scoring); recorded in ``ssnet/saliency_split.json``."""
+    """:func:`saliency_holdout`, recorded in ``ssnet/saliency_split.json``."""
     sal = ctx.config.ssnet.saliency
-    train_ids, held_out = split_holdout(saliency_ids(saliency_root(ctx)), sal.holdout_every)
+    train_ids, held_out = saliency_holdout(ctx)
     if not train_ids:
         raise WsssError(f"{sal.root}: every saliency image is held out; raise ssnet.saliency.holdout_every")
     if distributed.is_main():
@@ -146,15 +161,18 @@ def lr_schedule(stage_cfg: SsnetStageConfig):
 
 
 
-def stage_fingerprint(ctx: RunContext, stage: int, class_names: list[str], extra: dict) -> str:
+def stage_fingerprint(ctx: RunContext, stage: int, class_names: Optional[list[str]], extra: dict) -> str:
+    """The settings a stage's model is made from; ``class_names`` the dataset's (None for the
+    saliency-only network, which neither reads them nor the train split)."""
     cfg = ctx.config
     s = cfg.ssnet
+    data = ({"classes": SALIENCY_CLASSES} if saliency_only(ctx, stage)
+            else {"classes": class_names, "split": cfg.data.train_split})
     return config_fingerprint({
         "stage": stage, "train": training_settings(stage_config(ctx, stage)),
         "weights": [s.cls_weight, s.sal_weight, s.seg_weight if stage == 2 else 0], "negative": s.saliency_negative,
         "saliency": {"root": str(s.saliency.root), "holdout_every": s.saliency.holdout_every},
-        "backbone": cfg.backbone.model_dump(mode="json"), "classes": class_names,
-        "split": cfg.data.train_split, "seed": cfg.seed, **extra,
+        "backbone": cfg.backbone.model_dump(mode="json"), **data, "seed": cfg.seed, **extra,
     })
 
 
@@ -163,8 +181,9 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
     cfg = ctx.config
     stage_cfg = stage_config(ctx, stage)
     split = cfg.data.train_split
-    voc = ctx.dataset(split)
-    if not np.any(voc.labels):
+    alone = saliency_only(ctx, stage)
+    voc = None if alone else ctx.dataset(split)
+    if voc is not None and not np.any(voc.labels):
         raise WsssError(f"{voc.root}: no image of split {split!r} has a label; SSNet's Lc cannot learn from that")
     if distributed.is_main():  # under torchrun the demo saliency set is generated once, by rank 0
         saliency_root(ctx)
@@ -188,13 +207,14 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
             init = stage1
             check_same_head(stage1, stage_cfg)
             extra["init"] = model_fingerprint(stage1)
-    fingerprint = stage_fingerprint(ctx, stage, voc.class_names, extra)
+    class_names = SALIENCY_CLASSES if alone else voc.class_names
+    fingerprint = stage_fingerprint(ctx, stage, class_names, extra)
     final = model_path(ctx, stage)
     if skip_finished("train-ssnet", final, fingerprint):
         return final
 
     seed_everything(cfg.seed)
-    model = build_model(KIND, cfg.backbone.name, stage_cfg.output_stride, voc.num_classes, stage_cfg.head,
+    model = build_model(KIND, cfg.backbone.name, stage_cfg.output_stride, len(class_names), stage_cfg.head,
                         stage_cfg.rates, pretrained=cfg.backbone.pretrained and init is None,
                         backbone_checkpoint=None if init is not None else cfg.backbone.checkpoint,
                         options=deeplab_options(stage_cfg))
@@ -202,18 +222,17 @@ def run(ctx: RunContext, stage: int = 1, max_steps: Optional[int] = None) -> Pat
         load_model_weights(model, init, KIND, stage_cfg.output_stride)
         log.info("train-ssnet: stage 2 starts from %s", init)
     augment = JointAugment.from_config(stage_cfg)
-    seg_crops = AugmentedCrops(voc, augment, cfg.seed, target=target, image_labels=True)
+    seg_crops = None if alone else AugmentedCrops(voc, augment, cfg.seed, target=target, image_labels=True)
     s = cfg.ssnet
     loss_fn = SsnetLoss(s.cls_weight, s.sal_weight, s.seg_weight, s.saliency_negative, with_pseudo=stage == 2)
     job = TrainJob(
         kind=KIND, model=model, param_groups=model.param_groups(),
-        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed, stage_cfg.saliency_per_sample,
-                           with_seg=not loss_fn.saliency_only),
+        dataset=MixedCrops(seg_crops, saliency, augment, cfg.seed, stage_cfg.saliency_per_sample),
         loss_fn=loss_fn,
         optim=stage_cfg, out_dir=ctx.layout.ssnet_dir(stage), fingerprint=fingerprint,
         max_steps=max_steps, **ctx.train_options(),
         optimizer=stage_cfg.optimizer, adam_betas=tuple(stage_cfg.adam_betas), lr_schedule=lr_schedule(stage_cfg),
-        meta={"class_names": voc.class_names, "backbone": cfg.backbone.name, "output_stride": stage_cfg.output_stride,
+        meta={"class_names": class_names, "backbone": cfg.backbone.name, "output_stride": stage_cfg.output_stride,
               "head": stage_cfg.head, "rates": list(stage_cfg.rates), "stage": stage,
               "options": deeplab_options(stage_cfg)},
     )
