@@ -262,8 +262,8 @@ def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_r
 
 
 def test_the_saliency_only_network_reads_no_dataset_and_serves_every_dataset(cam_run, tmp_path, caplog):
-    """``ssnet.cls_weight: 0``: the saliency-only network has one class-agnostic foreground map,
-    trains on the saliency set alone (an epoch is one pass over it) and a run on another dataset
+    """``ssnet.cls_weight: 0``: the saliency-only network has class-agnostic maps, whatever the
+    dataset's classes, trains on the saliency set alone (an epoch is one pass over it) and a run on another dataset
     reuses it, even when that dataset is not there: nothing of it is read. Its maps serve the cue."""
     from wsss import saliency_model
     from wsss.config import load_config
@@ -283,7 +283,7 @@ def test_the_saliency_only_network_reads_no_dataset_and_serves_every_dataset(cam
     run = RunContext(tmp_path / "run", load_config(path))
     model = saliency_model.run(run)
     state = torch.load(model, map_location="cpu", weights_only=True)
-    assert state["meta"]["class_names"] == ["background", "salient"]
+    assert state["meta"]["class_names"] == ["background", *(f"salient_{i}" for i in range(1, 16))]
     assert state["meta"]["steps"] == 12 // 4  # one pass over the 12 saliency images, 4 a batch
     made = model.read_bytes()
     elsewhere = RunContext(tmp_path / "run_elsewhere", load_config(path, [f"data.root={tmp_path / 'no_dataset'}"]))

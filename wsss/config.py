@@ -397,8 +397,8 @@ class SsnetConfig(Section):
 
     saliency: SaliencyDataConfig = Field(default_factory=SaliencyDataConfig)
     # Weights of the loss terms: L = w_cls Lc + w_sal Ls1 (+ w_seg Ls2 in stage 2). cls_weight 0
-    # makes stage 1 a saliency-only network: one class-agnostic foreground map, trained on the
-    # saliency set's crops alone, nothing of the dataset read (wsss.ssnet.train.SALIENCY_CLASSES)
+    # makes stage 1 a saliency-only network: class-agnostic maps, trained on the saliency set's
+    # crops alone, nothing of the dataset read (wsss.ssnet.train.SALIENCY_CLASSES)
     cls_weight: float = Field(1.0, ge=0)
     sal_weight: float = Field(1.0, ge=0)
     seg_weight: float = Field(1.0, ge=0)

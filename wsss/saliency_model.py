@@ -3,8 +3,8 @@
 ``saliency.checkpoint: train`` makes the saliency model a stage of a PSA or IRN run (``train-saliency``,
 before the CAMs): SSNet's stage 1 (Zeng et al., ICCV 2019; the ``ssnet:`` section's ``stage1``,
 its saliency set such as DUTS-TR and the dataset's tags), or with ``ssnet.cls_weight: 0`` the
-saliency-only network (the same network with one class-agnostic foreground map, on the saliency
-set alone), trained once into ``saliency.store``:
+saliency-only network (the same network with class-agnostic maps, on the saliency set alone),
+trained once into ``saliency.store``:
 
     <store>/ssnet1-<key>/ssnet1/model.pt         the model (checkpoint.pt, train_log.jsonl beside it)
     <store>/ssnet1-<key>/ssnet/saliency_split.json
