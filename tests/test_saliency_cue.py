@@ -261,7 +261,7 @@ def test_the_run_trains_its_saliency_model_once_and_a_second_run_reuses_it(cam_r
     assert saliency_model.model_dir(reseeded) != models[0].parents[1]
 
 
-def test_the_saliency_only_network_reads_no_dataset_and_serves_every_dataset(cam_run, tmp_path, caplog):
+def test_the_saliency_only_network_reads_no_dataset_and_serves_every_dataset(cam_run, tmp_path, caplog, capsys):
     """``ssnet.cls_weight: 0``: the saliency-only network has class-agnostic maps, whatever the
     dataset's classes, trains on the saliency set alone (an epoch is one pass over it) and a run on another dataset
     reuses it, even when that dataset is not there: nothing of it is read. Its maps serve the cue."""
@@ -290,6 +290,10 @@ def test_the_saliency_only_network_reads_no_dataset_and_serves_every_dataset(cam
     with caplog.at_level(logging.INFO, logger="wsss"):
         assert saliency_model.run(elsewhere) == model
     assert "train-saliency: reusing" in caplog.text and model.read_bytes() == made
+    # its maps are no classes: mining SSNet's labels with it is refused in one line
+    assert main(["make-ssnet-pseudo", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--stage", "1",
+                 "--checkpoint", str(model), "--no-progress"]) == 2
+    assert "use an SSNet trained with Lc (ssnet.cls_weight > 0)" in capsys.readouterr().err
     maps = make_saliency.run(run)
     voc = run.dataset("train")
     for index in (0, len(voc) - 1):

@@ -21,7 +21,7 @@ from ..io import save_json
 from ..metrics import format_iou_table, score_label_dir, segmentation_report
 from ..run.context import RunContext, required_model
 from .eval_saliency import evaluation_set, format_saliency_table, score_saliency
-from .train import check_stage, model_path, pseudo_dir, saliency_root, saliency_split
+from .train import check_classes, check_stage, model_path, pseudo_dir, saliency_root, saliency_split
 
 log = logging.getLogger("wsss")
 
@@ -75,8 +75,7 @@ def run(ctx: RunContext, stage: int = 2, split: Optional[str] = None, root: Opti
 
     voc = ctx.dataset(split, root)
     if voc.has_masks:
-        if predictor.class_names != voc.class_names:
-            raise WsssError(f"{path}: trained for classes {predictor.class_names[1:]}, the dataset has {voc.class_names[1:]}")
+        check_classes(path, predictor.class_names, voc)
         confusions = score_segmentation(predictor, voc, s.eval_scales, s.eval_crf, cfg.crf.size_relative, ctx.progress,
                                         f"eval-ssnet {split}")
         reports = {k: segmentation_report(conf, voc.class_names) for k, conf in confusions.items()}

@@ -27,11 +27,12 @@ from ..engine import model_fingerprint
 from ..inference import image_tensor, multiscale_sum
 from ..inference.saliency import saliency_map
 from ..io import save_palette_png
+from ..models import load_model
 from ..models.ssnet import SSNet
 from ..run.context import RunContext, required_model
 from ..run.per_image import run_per_image
 from .losses import restricted_probabilities
-from .train import check_stage, load_ssnet, model_path, pseudo_dir
+from .train import KIND, check_classes, check_stage, load_ssnet, model_path, pseudo_dir
 
 log = logging.getLogger("wsss")
 
@@ -113,6 +114,7 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
     voc = ctx.dataset(split, root)
     out = pseudo_dir(ctx, stage, split, root)
     weights = ssnet_file(ctx, stage, checkpoint)
+    check_classes(weights, load_model(weights, "cpu", KIND).class_names, voc)
     s = cfg.ssnet
     settings = {"model": model_fingerprint(weights), "scales": s.mine_scales,
                 "long_side": s.eval_long_side, "flip": s.mine_flip,

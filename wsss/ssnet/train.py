@@ -107,6 +107,14 @@ def saliency_split(ctx: RunContext) -> tuple[list[str], list[str]]:
     return train_ids, held_out
 
 
+def check_classes(path: Path, trained: list[str], voc) -> None:
+    """An SSNet segments the dataset's classes only when it was trained for them (the saliency-only
+    network's maps are no classes: SALIENCY_CLASSES)."""
+    if trained != voc.class_names:
+        raise WsssError(f"{path}: trained for classes {trained[1:]}, the dataset has {voc.class_names[1:]}; "
+                        "use an SSNet trained with Lc (ssnet.cls_weight > 0) on this dataset")
+
+
 def load_ssnet(path: Path, device: torch.device | str = "cpu") -> SSNet:
     """An SSNet ``model.pt``, built from its own metadata, in eval mode on ``device``."""
     return load_model(path, device, KIND).model
