@@ -29,7 +29,7 @@ from .engine.plan import WouldRun, is_planning
 from .run.context import RunContext
 from .run.lock import run_lock
 from .ssnet import train as ssnet_train
-from .ssnet.train import saliency_holdout, saliency_only, stage_fingerprint
+from .ssnet.train import SALIENCY_CLASSES, saliency_holdout, saliency_only, stage_fingerprint
 
 log = logging.getLogger("wsss")
 
@@ -46,7 +46,7 @@ def _made_from(ctx: RunContext) -> tuple[str, Path]:
     cfg = ctx.config
     train_ids, _ = saliency_holdout(ctx)
     if saliency_only(ctx, 1):
-        made_from = {"stage": stage_fingerprint(ctx, 1, None, {}), "saliency_images": train_ids}
+        made_from = {"stage": stage_fingerprint(ctx, 1, SALIENCY_CLASSES, {}), "saliency_images": train_ids}
     else:
         voc = ctx.dataset(cfg.data.train_split)
         made_from = {"stage": stage_fingerprint(ctx, 1, voc.class_names, {}),

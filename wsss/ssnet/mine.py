@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from ..crf import crf_refiner
-from ..engine import model_fingerprint
 from ..inference import image_tensor, multiscale_sum
 from ..inference.saliency import saliency_map
 from ..io import save_palette_png
@@ -114,9 +113,10 @@ def run(ctx: RunContext, stage: int = 1, split: Optional[str] = None, root: Opti
     voc = ctx.dataset(split, root)
     out = pseudo_dir(ctx, stage, split, root)
     weights = ssnet_file(ctx, stage, checkpoint)
-    check_classes(weights, load_model(weights, "cpu", KIND).class_names, voc)
+    model = load_model(weights, "cpu", KIND)  # not an SSNet of these classes: one line, before any worker starts
+    check_classes(weights, model.class_names, voc)
     s = cfg.ssnet
-    settings = {"model": model_fingerprint(weights), "scales": s.mine_scales,
+    settings = {"model": model.fingerprint, "scales": s.mine_scales,
                 "long_side": s.eval_long_side, "flip": s.mine_flip,
                 **({"saliency_weight": s.mine_saliency} if s.mine_saliency else {}),
                 "crf": cfg.crf.model_dump() if s.mine_crf else None, "labels": cfg.data.labels}

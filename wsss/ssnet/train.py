@@ -172,13 +172,14 @@ def lr_schedule(stage_cfg: SsnetStageConfig):
 
 
 
-def stage_fingerprint(ctx: RunContext, stage: int, class_names: Optional[list[str]], extra: dict) -> str:
-    """The settings a stage's model is made from; ``class_names`` the dataset's (None for the
-    saliency-only network, which neither reads them nor the train split)."""
+def stage_fingerprint(ctx: RunContext, stage: int, class_names: list[str], extra: dict) -> str:
+    """The settings a stage's model is made from; ``class_names`` its classes (the saliency-only
+    network's SALIENCY_CLASSES: it reads no train split)."""
     cfg = ctx.config
     s = cfg.ssnet
-    data = ({"classes": SALIENCY_CLASSES} if saliency_only(ctx, stage)
-            else {"classes": class_names, "split": cfg.data.train_split})
+    data = {"classes": class_names}
+    if not saliency_only(ctx, stage):
+        data["split"] = cfg.data.train_split
     return config_fingerprint({
         "stage": stage, "train": training_settings(stage_config(ctx, stage)),
         "weights": [s.cls_weight, s.sal_weight, s.seg_weight if stage == 2 else 0], "negative": s.saliency_negative,
